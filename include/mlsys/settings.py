@@ -1,0 +1,52 @@
+"""Where mlsys keeps its state, read from the environment.
+
+Precedence: explicit arguments (trigger params, CLI flags) over environment
+variables over these defaults. The embedded defaults keep everything under one
+folder, ``$MLSYS_HOME`` (default ``./.mlsys``):
+
+    $MLSYS_HOME/storage      datasets and files            MLSYS_STORAGE_URI  (or s3://bucket/prefix)
+    $MLSYS_HOME/mlflow.db    MLflow runs and registry      MLFLOW_TRACKING_URI
+    $MLSYS_HOME/mlartifacts  MLflow artifacts              MLSYS_ARTIFACT_URI (or s3://bucket/prefix)
+    $MLSYS_HOME/airflow      Airflow home (SQLite)         AIRFLOW_HOME
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _home() -> Path:
+    return Path(os.environ.get("MLSYS_HOME", ".mlsys")).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    storage_uri: str
+    tracking_uri: str
+    artifact_uri: str
+    mlflow_ui_url: str
+    data_dir: Path
+    model_name: str
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        home = _home()
+        return cls(
+            home=home,
+            storage_uri=os.environ.get("MLSYS_STORAGE_URI", str(home / "storage")),
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
+            artifact_uri=os.environ.get("MLSYS_ARTIFACT_URI", str(home / "mlartifacts")),
+            mlflow_ui_url=os.environ.get("MLSYS_MLFLOW_UI_URL", "http://localhost:5000").rstrip("/"),
+            data_dir=Path(os.environ.get("MLSYS_DATA_DIR", REPO_ROOT.parent / "shared" / "data")),
+            model_name=os.environ.get("MLSYS_MODEL_NAME", "youtube-spam-classifier"),
+        )
+
+
+def settings() -> Settings:
+    """The settings in force now (read fresh, so tests may change the environment)."""
+    return Settings.from_env()
