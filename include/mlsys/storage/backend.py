@@ -51,9 +51,12 @@ class LocalBackend:
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        os.close(fd)
         try:
-            shutil.copyfile(local_path, tmp)
+            with os.fdopen(fd, "wb") as out, open(local_path, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())  # durable before it becomes visible, like put_bytes
+            os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -68,6 +71,7 @@ class LocalBackend:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -142,8 +146,12 @@ class S3Backend:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
             os.close(fd)
-            self.client.download_file(self.bucket, self._key(key), tmp)
-            os.replace(tmp, dest)
+            try:
+                self.client.download_file(self.bucket, self._key(key), tmp)
+                os.replace(tmp, dest)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)  # never leave a partial download in the cache
+                raise
         return dest
 
     def exists(self, key: str) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 DATA_FILE = "data.parquet"
 META_FILE = "_metadata.json"
+LATEST_FILE = "_latest.json"
+TAGS = frozenset({"validated"})  # named pointers a stage may set, stored as _<tag>.json  # which version "latest" means: the last one written
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def _check_name(name: str) -> None:
-    if not name or "/" in name or name.startswith(".") or name != name.strip():
-        raise StorageError(f"dataset name {name!r} is not valid: use letters, digits, '-' or '_' without '/'")
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise StorageError(
+            f"dataset name {name!r} is not valid: start with a letter or digit, then use letters, digits, "
+            "'.', '-' or '_' (no '/', no spaces)"
+        )
+
+
+def _check_version(name: str, version: str) -> None:
+    if not isinstance(version, str) or not _NAME_RE.fullmatch(version):
+        raise StorageError(
+            f"dataset {name!r}: version {version!r} is not valid: give \"latest\" or a version id "
+            "such as the one in DatasetRef.version"
+        )
 
 
 class DatasetStore:
@@ -138,6 +155,7 @@ class DatasetStore:
             prefix = f"datasets/{name}/{version}"
             existing = self._read_meta(name, version)
             if existing is not None:
+                self._point_latest(name, version)
                 return existing
             ref = DatasetRef(
                 name=name,
@@ -154,11 +172,24 @@ class DatasetStore:
             )
             self.backend.put_file(f"{prefix}/{DATA_FILE}", local)
             self.backend.put_bytes(f"{prefix}/{META_FILE}", json.dumps(ref.to_json(), indent=2).encode())
+            self._point_latest(name, version)
             return ref
         finally:
             for p in staging.iterdir():
                 p.unlink()
             os.rmdir(staging)
+
+    def _point_latest(self, name: str, version: str) -> None:
+        # The latest write wins, even when its content was stored before (A, B, A -> latest is A).
+        self.backend.put_bytes(f"datasets/{name}/{LATEST_FILE}", json.dumps({"version": version}).encode())
+
+    def tag(self, name: str, version: str, tag: str) -> DatasetRef:
+        """Point ``tag`` (e.g. "validated") at a committed version; ``ref(name, tag)`` resolves it."""
+        if tag not in TAGS:
+            raise StorageError(f"tag {tag!r} is not one of {sorted(TAGS)}")
+        ref = self.ref(name, version)
+        self.backend.put_bytes(f"datasets/{name}/_{tag}.json", json.dumps({"version": ref.version}).encode())
+        return ref
 
     def _read_meta(self, name: str, version: str) -> DatasetRef | None:
         key = f"datasets/{name}/{version}/{META_FILE}"
@@ -178,7 +209,13 @@ class DatasetStore:
 
     def ref(self, name: str, version: str = "latest") -> DatasetRef:
         """Resolve ``version`` ("latest" or a version id) to a committed version."""
+        _check_name(name)
         if version in ("", "latest", None):
+            pointer = f"datasets/{name}/{LATEST_FILE}"
+            if self.backend.exists(pointer):
+                latest = self._read_meta(name, json.loads(self.backend.get_bytes(pointer))["version"])
+                if latest is not None:
+                    return latest
             refs = self.versions(name)
             if not refs:
                 raise StorageError(
@@ -186,6 +223,15 @@ class DatasetStore:
                     "run the stage that produces it first"
                 )
             return refs[-1]
+        if version in TAGS:
+            pointer = f"datasets/{name}/_{version}.json"
+            if not self.backend.exists(pointer):
+                raise StorageError(
+                    f"dataset {name!r} has no version tagged {version!r} under {self.root_uri}; "
+                    "run the stage that sets it (e.g. validate) or pass a version id"
+                )
+            return self.ref(name, json.loads(self.backend.get_bytes(pointer))["version"])
+        _check_version(name, version)
         ref = self._read_meta(name, version)
         if ref is None:
             known = [r.version for r in self.versions(name)]

@@ -1,0 +1,1 @@
+"""serve: batch scoring with the registered champion (and the pyfunc wrapper it loads)."""

@@ -1,0 +1,46 @@
+"""The one module that knows Airflow: Assets and the task-side stage runner.
+
+DAG files import this at parse time, so it imports only ``airflow.sdk``
+at module level; everything heavy loads inside ``run_in_task``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Asset
+
+# Assets chain the DAGs (data-aware scheduling): producer outlets -> consumer schedules.
+COMMENTS = Asset(name="comments", uri="mlsys://datasets/comments_unlabeled")
+LABELED = Asset(name="comments_labeled", uri="mlsys://datasets/comments_labeled")  # emitted once validated
+CHAMPION_MODEL = Asset(name="champion_model", uri="mlsys://models/champion")
+PREDICTIONS = Asset(name="predictions", uri="mlsys://datasets/predictions")
+
+XCOM_RUN_URL = "mlflow_run_url"  # read by plugins/mlflow_link.py
+
+
+def run_in_task(stage: str, params: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Run one stage inside an Airflow task, in a nested MLflow run under the DAG run's run.
+
+    ``params`` are the DAG's trigger params; ``overrides`` (e.g. versions from
+    upstream XCom) win over them. Returns a small JSON-safe dict for XCom.
+    """
+    from airflow.sdk import get_current_context
+
+    from mlsys import stages
+    from mlsys.tracking import RunContext, run_url, stage_run
+
+    ctx = get_current_context()
+    ti = ctx["ti"]
+    run_ctx = RunContext(
+        pipeline=ti.dag_id,
+        stage=stage,
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        try_number=ti.try_number,
+    )
+    with stage_run(run_ctx) as run:
+        ti.xcom_push(key=XCOM_RUN_URL, value=run_url(run.info.run_id, run.info.experiment_id))
+        result = stages.run_stage(stage, {**dict(params), **overrides})
+    return {**result.to_json(), "mlflow_run_id": run.info.run_id}

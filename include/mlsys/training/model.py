@@ -1,0 +1,60 @@
+"""The model zoo. Models are plain modules; parallel strategies wrap them.
+
+TextClassifier:  EmbeddingBag -> depth x residual MLP block -> linear head
+    ids (T,), offsets (B,)  ->  (B, dim)  ->  (B, dim)  ->  (B, num_classes) logits
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TextClassifierConfig:
+    num_buckets: int = 1 << 15
+    dim: int = 64
+    depth: int = 2
+    num_classes: int = 2
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        for name in ("num_buckets", "dim", "num_classes"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"TextClassifierConfig.{name}={getattr(self, name)} is invalid: must be >= 2")
+        if self.depth < 0:
+            raise ValueError(f"TextClassifierConfig.depth={self.depth} is invalid: must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TextClassifierConfig.dropout={self.dropout} is invalid: use a value in [0, 1)")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Block(nn.Module):
+    """Pre-norm residual MLP block: x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) -> (B, dim)
+        return x + self.mlp(self.norm(x))
+
+
+class TextClassifier(nn.Module):
+    def __init__(self, config: TextClassifierConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.EmbeddingBag(config.num_buckets, config.dim, mode="mean")
+        self.blocks = nn.ModuleList(Block(config.dim, config.dropout) for _ in range(config.depth))
+        self.head = nn.Sequential(nn.LayerNorm(config.dim), nn.Linear(config.dim, config.num_classes))
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids, offsets)  # (B, dim)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)  # (B, num_classes)

@@ -1,0 +1,139 @@
+"""Fixtures shared by the whole test suite.
+
+- every test starts from fixed random seeds (``random``, ``numpy``, ``torch`` if installed);
+- ``mlsys_home``: a fresh ``$MLSYS_HOME`` under ``tmp_path``, so every default lives there;
+- ``moto_server``: one real S3 endpoint (moto in server mode) for the whole session;
+- ``s3_root``: a fresh bucket on that endpoint, with the AWS environment pointing at it;
+- ``data_dir``: the shared data folder next to the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+SEED = 1234
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Seed every random number generator a test might touch."""
+    random.seed(SEED)
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    else:
+        np.random.seed(SEED)
+    try:
+        import torch  # imported here, not at the top: the suite runs without torch too
+    except ImportError:
+        pass
+    else:
+        torch.manual_seed(SEED)
+    yield
+
+
+@pytest.fixture
+def mlsys_home(tmp_path, monkeypatch) -> Path:
+    """A private ``$MLSYS_HOME``; storage, tracking and artifact URIs fall back to it."""
+    home = tmp_path / "mlsys-home"
+    home.mkdir()
+    monkeypatch.setenv("MLSYS_HOME", str(home))
+    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return home
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """A moto S3 server on a free local port, for the whole session; yields its endpoint URL."""
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.is_file():
+        pytest.fail(f"moto_server not found at {exe}: install moto[server] in the virtual environment")
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    env = dict(os.environ)
+    # the server must not pick up a stray endpoint or proxy meant for clients
+    for var in ("AWS_ENDPOINT_URL", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        env.pop(var, None)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"moto_server exited with code {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                opener.open(endpoint, timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answered, even if with an error status
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not answer at {endpoint} within 30 s:\n{log_path.read_text()}")
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def s3_root(moto_server, monkeypatch) -> str:
+    """A fresh, empty bucket on the moto server; returns ``s3://<bucket>/mlsys``."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", moto_server)
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    # requests to the local server must never go through a proxy
+    no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    monkeypatch.setenv("no_proxy", no_proxy)
+
+    import boto3
+
+    bucket = f"mlsys-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/mlsys"
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The shared data folder next to the repository (``../shared/data``)."""
+    path = REPO_ROOT.parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.fail(f"shared data folder {path} is missing: the tests that read real data need it")
+    return path
