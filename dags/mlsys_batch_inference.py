@@ -40,4 +40,4 @@ def mlsys_batch_inference():
     score()
 
 
-mlsys_batch_inference()
+dag = mlsys_batch_inference()

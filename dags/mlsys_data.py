@@ -58,4 +58,4 @@ def mlsys_data():
     validate(label(ingest()))
 
 
-mlsys_data()
+dag = mlsys_data()

@@ -52,4 +52,4 @@ def mlsys_training():
     evaluate_register(train())
 
 
-mlsys_training()
+dag = mlsys_training()

@@ -335,6 +335,7 @@ class AirflowCluster:
         self.pg: PgTarget | None = None
         self.broker_url: str | None = None
         self.env: dict[str, str] = {}
+        self._stopped = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -456,6 +457,9 @@ class AirflowCluster:
 
     def stop(self) -> None:
         """Stop every component (SIGTERM, then SIGKILL to its process group); drop the database."""
+        if self._stopped:
+            return
+        self._stopped = True
         for comp in self.components:
             if comp.proc is not None and comp.proc.poll() is None:
                 _signal_group(comp.proc, signal.SIGTERM)

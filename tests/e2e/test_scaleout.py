@@ -30,9 +30,8 @@ DAGS_FOLDER = Path(os.environ.get("MLSYS_SCALEOUT_DAGS_FOLDER", REPO_ROOT / "dag
 DAG_ID = os.environ.get("MLSYS_SCALEOUT_DAG_ID", "mlsys_data")
 RUN_TIMEOUT_S = 480
 
-pytestmark = [pytest.mark.scaleout, pytest.mark.e2e]
 
-
+@pytest.mark.scaleout
 def test_dag_runs_on_celery_workers(show_cluster_logs_on_failure, tmp_path):
     require_servers_or_fail()  # PostgreSQL and Redis must run: FAIL, never skip, without them
     t0 = time.monotonic()

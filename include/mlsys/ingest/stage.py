@@ -124,11 +124,15 @@ def run(spec: IngestSpec) -> IngestResult:
     unlabeled = rest.drop(index=gold.index).drop(columns=["label_true"])
 
     store = DatasetStore(spec.storage_uri or None)
+    from mlsys.tracking import tracker
+
     sources = {"files": ",".join(p.name for p in files)}
+    created_by = {"mlflow_run_id": tracker.active_run_id()}
     refs = {
-        name: store.write(name, part.reset_index(drop=True), sources=sources)
+        name: store.write(name, part.reset_index(drop=True), sources=sources, created_by=created_by)
         for name, part in ((UNLABELED, unlabeled), (GOLD, gold), (TEST, test))
     }
+    _log(spec, refs, before - len(df))
     return IngestResult(
         unlabeled=refs[UNLABELED],
         gold=refs[GOLD],
@@ -136,3 +140,17 @@ def run(spec: IngestSpec) -> IngestResult:
         duplicates_dropped=before - len(df),
         files=[str(p) for p in files],
     )
+
+
+def _log(spec: IngestSpec, refs: dict[str, DatasetRef], duplicates: int) -> None:
+    import mlflow
+
+    from mlsys.tracking import tracker
+
+    if mlflow.active_run() is None:
+        return
+    mlflow.log_params({"source": str(spec.source_path), "test_group": spec.test_group,
+                       "gold_size": spec.gold_size, "seed": spec.seed})
+    mlflow.log_metrics({f"rows_{name}": ref.rows for name, ref in refs.items()} | {"duplicates_dropped": duplicates})
+    for ref in refs.values():
+        tracker.log_output(ref)
