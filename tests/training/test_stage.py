@@ -121,14 +121,14 @@ def test_logged_model_predicts_from_text(module_env):
 
 
 def test_without_a_run_nothing_is_logged(module_env):
-    result = run(TrainSpec(epochs=1, dataset_version=module_env.labeled.version))
+    result = run(TrainSpec(epochs=1, num_buckets=1 << 12, dim=16, dataset_version=module_env.labeled.version))
     assert result.model_uri == "" and result.run_id is None
     assert result.train_rows == module_env.result.train_rows
 
 
 def test_training_is_deterministic(module_env):
-    a = run(TrainSpec(epochs=1, seed=3, dataset_version=module_env.labeled.version))
-    b = run(TrainSpec(epochs=1, seed=3, dataset_version=module_env.labeled.version))
+    spec = TrainSpec(epochs=1, seed=3, num_buckets=1 << 12, dim=16, dataset_version=module_env.labeled.version)
+    a, b = run(spec), run(spec)
     assert a.metrics == b.metrics
 
 
@@ -139,7 +139,7 @@ def test_train_needs_a_validated_version(module_env, mlsys_home):
     with pytest.raises(StorageError, match=r"no version tagged 'validated'.*validate"):
         run(TrainSpec(epochs=1))
     # naming the version explicitly is the way around it
-    assert run(TrainSpec(epochs=1, dataset_version=ref.version)).train_rows == module_env.result.train_rows
+    assert run(TrainSpec(epochs=1, num_buckets=1 << 12, dim=16, dataset_version=ref.version)).train_rows == module_env.result.train_rows
 
 
 def test_nothing_labeled_at_all(mlsys_home):

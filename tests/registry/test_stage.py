@@ -1,0 +1,155 @@
+"""The champion/challenger gate on the real MLflow registry (SQLite)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from mlsys.errors import SpecError
+from mlsys.ingest.stage import IngestSpec
+from mlsys.ingest.stage import run as ingest
+from mlsys.labeling.stage import LabelSpec
+from mlsys.labeling.stage import run as label
+from mlsys.registry.stage import CHALLENGER, CHAMPION, EvaluateSpec, classification_metrics, run
+from mlsys.tracking import RunContext, stage_run
+from mlsys.training.stage import TrainSpec
+from mlsys.training.stage import run as train
+from mlsys.validation.stage import ValidateSpec
+from mlsys.validation.stage import run as validate
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube-spam"
+MODEL = "spam-gate-test"
+
+
+def _env(mp: pytest.MonkeyPatch, home: Path) -> None:
+    mp.setenv("MLSYS_HOME", str(home))
+    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
+        mp.delenv(var, raising=False)
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    mp.setenv("MLSYS_MODEL_NAME", MODEL)
+
+
+# -- metrics -------------------------------------------------------------------------
+
+
+def test_classification_metrics_by_hand():
+    y_true = [1, 1, 1, 0, 0, 0, 0, 1]
+    y_pred = [1, 1, 0, 0, 1, 0, 0, 0]
+    # tp=2 fp=1 fn=2 tn=3
+    m = classification_metrics(y_true, y_pred)
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 4)
+    assert m["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+
+
+def test_classification_metrics_edge_cases():
+    assert classification_metrics([0, 0, 1], [0, 0, 0]) == {"accuracy": 2 / 3, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert classification_metrics([1, 0], [1, 0]) == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert classification_metrics([0, 0], [1, 1])["precision"] == 0.0
+
+
+def test_bad_spec_names_the_field():
+    with pytest.raises(SpecError, match=r"EvaluateSpec\.model_uri=''"):
+        EvaluateSpec()
+    with pytest.raises(SpecError, match=r"EvaluateSpec\.gate_metric='auc'.*accuracy"):
+        EvaluateSpec(model_uri="runs:/x/model", gate_metric="auc")
+
+
+# -- the gate ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory):
+    """Three models from the real data, evaluated in order: a middling one, a worse one, a better one."""
+    import mlflow
+
+    home = tmp_path_factory.mktemp("registry-home")
+    with pytest.MonkeyPatch.context() as mp:
+        _env(mp, home)
+        ingest(IngestSpec(source=str(DATA), gold_size=200))
+        label(LabelSpec(epochs=50))
+        validate(ValidateSpec())
+        small = {"num_buckets": 1 << 12, "dim": 32}  # quick to train, good enough to rank
+        specs = {
+            "middling": TrainSpec(epochs=1, lr=3e-4, **small),  # test f1 about 0.7
+            "worse": TrainSpec(epochs=1, lr=1e-6, **small),  # barely trained: test f1 about 0.5
+            "better": TrainSpec(epochs=4, **small),  # test f1 about 0.85
+        }
+        evaluated = {}
+        for name, spec in specs.items():
+            with stage_run(RunContext.cli("train")):
+                trained = train(spec)
+            with stage_run(RunContext.cli("evaluate")) as active:
+                result = run(EvaluateSpec(model_uri=trained.model_uri))
+            evaluated[name] = SimpleNamespace(trained=trained, result=result, run_id=active.info.run_id)
+        client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+        yield SimpleNamespace(home=home, client=client, **evaluated)
+
+
+def _alias(client, alias: str) -> str:
+    return str(client.get_model_version_by_alias(MODEL, alias).version)
+
+
+def test_first_model_is_version_1_challenger_and_champion(gate):
+    first = gate.middling.result
+    assert first.model_name == MODEL and first.version == "1"
+    assert first.promoted and first.champion_version == "1"
+    assert first.champion_metrics == {}
+    assert 0.3 < first.challenger_metrics["f1"] < 0.8
+    mv = gate.client.get_model_version(MODEL, "1")
+    assert mv.tags["test_f1"] == f"{first.challenger_metrics['f1']:.4f}"
+    assert mv.tags["test_dataset"] == first.test.label
+    assert mv.run_id == gate.middling.trained.run_id
+
+
+def test_worse_model_becomes_challenger_not_champion(gate):
+    worse = gate.worse.result
+    assert worse.version == "2"
+    assert worse.challenger_metrics["f1"] < worse.champion_metrics["f1"]
+    assert worse.champion_metrics == gate.middling.result.challenger_metrics  # the champion, rescored on test
+    assert not worse.promoted and worse.champion_version == "1"
+    eval_run = gate.client.get_run(gate.worse.run_id)
+    assert eval_run.data.tags["mlsys.promoted"] == "False"
+    assert eval_run.data.tags["mlsys.champion_version"] == "1"
+
+
+def test_better_model_becomes_champion(gate):
+    better = gate.better.result
+    assert better.version == "3"
+    assert better.challenger_metrics["f1"] > better.champion_metrics["f1"]
+    assert better.promoted and better.champion_version == "3"
+    assert _alias(gate.client, CHAMPION) == "3"
+    assert _alias(gate.client, CHALLENGER) == "3"
+    eval_run = gate.client.get_run(gate.better.run_id)
+    assert eval_run.data.metrics["challenger_f1"] == pytest.approx(better.challenger_metrics["f1"])
+    assert eval_run.data.metrics["champion_f1"] == pytest.approx(better.champion_metrics["f1"])
+    assert eval_run.data.params["model_version"] == "3" and eval_run.data.params["gate_metric"] == "f1"
+    (inp,) = eval_run.inputs.dataset_inputs
+    assert inp.dataset.name == "comments_test" and inp.dataset.digest == better.test.version
+
+
+def test_every_model_is_registered_once(gate):
+    versions = gate.client.search_model_versions(f"name = '{MODEL}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3]
+    for v in versions:
+        assert v.tags["test_dataset"].startswith("comments_test@")
+
+
+def test_evaluate_result_round_trips_through_json(gate):
+    data = json.loads(json.dumps(gate.better.result.to_json()))
+    assert data["version"] == "3" and data["promoted"] is True
+    assert data["test"]["version"] == gate.better.result.test.version
+
+
+def test_gate_on_another_metric_and_a_tie(gate, monkeypatch):
+    """Re-evaluating the champion's own model ties it, and a tie never moves the champion."""
+    _env(monkeypatch, gate.home)
+    result = run(EvaluateSpec(model_uri=gate.better.trained.model_uri, gate_metric="accuracy"))
+    assert result.version == "4"
+    assert result.challenger_metrics == result.champion_metrics
+    assert not result.promoted and result.champion_version == "3"
+    assert _alias(gate.client, CHAMPION) == "3" and _alias(gate.client, CHALLENGER) == "4"
