@@ -8,14 +8,16 @@ export AIRFLOW_HOME ?= $(MLSYS_HOME)/airflow
 
 .PHONY: demo test up venv clean
 
-$(BIN)/mlsys: requirements.txt requirements-dev.txt pyproject.toml
+STAMP := $(VENV)/.installed
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "installing dependencies into $(VENV) (about 2 minutes the first time)"
 	@$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither" || true
 	@$(BIN)/pip install -q --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
-	@$(BIN)/python -c "import airflow, mlflow, torch, snorkel, great_expectations, mlsys" && touch $(BIN)/mlsys
+	@$(BIN)/python -c "import airflow, mlflow, torch, snorkel, great_expectations, moto, mlsys" && touch $(STAMP)
 
-venv: $(BIN)/mlsys
+venv: $(STAMP)
 
 demo: venv
 	$(BIN)/mlsys demo

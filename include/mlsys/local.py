@@ -22,6 +22,8 @@ def airflow_env() -> dict[str, str]:
     """The environment for Airflow commands on the embedded state (existing values win)."""
     s = settings()
     env = dict(os.environ)
+    # `airflow standalone` starts its components as `airflow ...` from PATH: use this venv's.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("MLSYS_HOME", str(s.home))
     env.setdefault("AIRFLOW_HOME", str(s.home / "airflow"))
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
@@ -91,7 +93,8 @@ def up() -> int:
     )
     airflow = subprocess.Popen([str(bindir / "airflow"), "standalone"], env=env, start_new_session=True)
     pw = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
-    print(f"Airflow UI: http://localhost:8080 (user admin, password in {pw})\nMLflow UI:  {s.mlflow_ui_url}\nCtrl-C stops both.", flush=True)
+    api_port = env.get("AIRFLOW__API__PORT", "8080")
+    print(f"Airflow UI: http://localhost:{api_port} (user admin, password in {pw})\nMLflow UI:  {s.mlflow_ui_url}\nCtrl-C stops both.", flush=True)
     try:
         while airflow.poll() is None and mlflow_ui.poll() is None:
             time.sleep(1)

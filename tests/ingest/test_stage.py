@@ -130,8 +130,8 @@ def test_bad_spec_names_the_field(kwargs, field):
 def _user_data(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rows = {
-        "shop": [(f"s{i}", f"buy cheap watches number {i} now" if i % 2 else f"nice shop {i}", i % 2) for i in range(30)],
-        "forum": [(f"f{i}", f"visit my site {i}" if i % 3 == 0 else f"thanks for the answer {i}", int(i % 3 == 0)) for i in range(25)],
+        "shop": [(f"s{i}", f"buy cheap watches {i} now" if i % 2 else f"nice shop {i}", i % 2) for i in range(30)],
+        "forum": [(f"f{i}", f"visit my site {i}" if i % 3 == 0 else f"thanks {i}", int(i % 3 == 0)) for i in range(25)],
         "holdout": [(f"h{i}", f"holdout message {i}", i % 2) for i in range(8)],
     }
     rows["forum"].append(("s1", "duplicate id of a shop message", 1))  # one duplicate id
@@ -259,6 +259,7 @@ def test_non_utf8_file_is_a_data_error_naming_the_file(mlsys_home, tmp_path, you
     src.mkdir()
     (src / "Youtube05-Shakira.csv").write_bytes((youtube / "Youtube05-Shakira.csv").read_bytes())
     bad = src / "Youtube01-Psy.csv"
-    bad.write_bytes((HEADER + "a1,ann,2015-01-01,caf\u00e9 con leche,0\na2,bob,2015-01-01,ol\u00e9,0\n").encode("latin-1"))
+    rows = "a1,ann,2015-01-01,caf\u00e9 con leche,0\na2,bob,2015-01-01,ol\u00e9,0\n"
+    bad.write_bytes((HEADER + rows).encode("latin-1"))
     with pytest.raises(DataError, match="Youtube01-Psy.csv"):
         run(IngestSpec(source=str(src), gold_size=10))

@@ -47,7 +47,8 @@ def test_classification_metrics_by_hand():
 
 
 def test_classification_metrics_edge_cases():
-    assert classification_metrics([0, 0, 1], [0, 0, 0]) == {"accuracy": 2 / 3, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    none_predicted = classification_metrics([0, 0, 1], [0, 0, 0])
+    assert none_predicted == {"accuracy": 2 / 3, "precision": 0.0, "recall": 0.0, "f1": 0.0}
     assert classification_metrics([1, 0], [1, 0]) == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert classification_metrics([0, 0], [1, 1])["precision"] == 0.0
 

@@ -139,7 +139,8 @@ def test_train_needs_a_validated_version(module_env, mlsys_home):
     with pytest.raises(StorageError, match=r"no version tagged 'validated'.*validate"):
         run(TrainSpec(epochs=1))
     # naming the version explicitly is the way around it
-    assert run(TrainSpec(epochs=1, num_buckets=1 << 12, dim=16, dataset_version=ref.version)).train_rows == module_env.result.train_rows
+    explicit = run(TrainSpec(epochs=1, num_buckets=1 << 12, dim=16, dataset_version=ref.version))
+    assert explicit.train_rows == module_env.result.train_rows
 
 
 def test_nothing_labeled_at_all(mlsys_home):
