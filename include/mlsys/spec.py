@@ -20,7 +20,3 @@ def from_params(cls: type[T], params: dict[str, Any]) -> T:
     """Build a spec from a dict (trigger params, CLI args), ignoring None values and unknown keys."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return cls(**{k: v for k, v in params.items() if k in names and v is not None})
-
-
-def to_json(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)

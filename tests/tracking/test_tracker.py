@@ -230,6 +230,9 @@ def mlflow_server(tmp_path, mlsys_home, monkeypatch):
         yield url
     finally:
         _stop(proc)
+        import mlflow
+
+        mlflow.set_tracking_uri(None)  # never leave later tests pointing at a server that is gone
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -11,9 +11,7 @@ so tasks in separate processes (or on separate Celery workers) share it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -123,22 +121,6 @@ def log_output(ref: "DatasetRef") -> None:
 
     mlflow.set_tag(f"mlsys.output.{ref.name}", ref.version)
     mlflow.log_dict(ref.to_json(), f"datasets/{ref.name}.json")
-
-
-def log_figure(fig: Any, path: str) -> None:
-    import mlflow
-
-    mlflow.log_figure(fig, path)
-
-
-def log_table(rows: list[dict[str, Any]], path: str) -> None:
-    """Log a small table as JSON (MLflow renders ``*.json`` tables in the UI)."""
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp:
-        p = Path(tmp) / Path(path).name
-        p.write_text(json.dumps(rows, indent=2, default=str))
-        mlflow.log_artifact(str(p), str(Path(path).parent) if Path(path).parent != Path(".") else None)
 
 
 def active_run_id() -> str | None:
