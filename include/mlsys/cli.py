@@ -46,11 +46,19 @@ def main(argv: list[str] | None = None) -> int:
 
         return up()
 
+    from mlsys.errors import MlsysError
+    from mlsys.spec import from_params
     from mlsys.tracking import RunContext, stage_run
 
     params = {k: v for k, v in vars(args).items() if k != "command"}
-    with stage_run(RunContext.cli(args.command)):
-        result = stages.run_stage(args.command, params)
+    spec_cls, run = stages.get(args.command).load()
+    try:
+        spec = from_params(spec_cls, params)  # checked before any MLflow run opens
+        with stage_run(RunContext.cli(args.command)):
+            result = run(spec)
+    except MlsysError as exc:
+        print(f"mlsys {args.command}: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result.to_json(), indent=2, default=str))
     return 0
 

@@ -154,13 +154,6 @@ def test_bad_spec_names_the_field():
         BatchSpec(dataset="")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG include/mlsys/inference/batch.py run: an input version with 0 rows yields no record batches, and "
-    "store.write(PREDICTIONS, scored(), ...) is called without schema=, so it raises StorageError "
-    "\"dataset 'predictions': no batches and no schema given\" instead of writing an empty predictions version",
-    raises=StorageError,
-)
 def test_an_empty_input_gives_an_empty_predictions_version(env):
     inputs = env.store.read(UNLABELED, env.ingested.unlabeled.version)
     env.store.write("empty_input", inputs.head(0))

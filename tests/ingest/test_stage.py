@@ -248,12 +248,6 @@ def test_bad_input_loses_and_overwrites_nothing(mlsys_home, tmp_path, youtube, c
         assert store.read(ref.name, ref.version).shape[0] == ref.rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG include/mlsys/ingest/stage.py read_csvs: a non-UTF-8 file raises a bare UnicodeDecodeError "
-    "(not DataError, and without the file path); pd.read_csv's UnicodeDecodeError is not caught",
-    raises=UnicodeDecodeError,
-)
 def test_non_utf8_file_is_a_data_error_naming_the_file(mlsys_home, tmp_path, youtube):
     src = tmp_path / "latin1"
     src.mkdir()

@@ -263,13 +263,6 @@ LFS = [has_link, says_song, says_subscribe]
 '''
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG include/mlsys/labeling/stage.py load_lfs/run: an LF set with fewer than 3 LFs is accepted and "
-    "then fails inside Snorkel's LabelModel.fit with a bare ValueError ('L_train should have at least 3 labeling "
-    "functions') that names neither LabelSpec.lfs nor the module",
-    raises=ValueError,
-)
 def test_an_lf_set_with_too_few_lfs_is_a_spec_error(module_env, tmp_path, monkeypatch):
     name = f"two_lfs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(TWO_LFS)
@@ -278,13 +271,6 @@ def test_an_lf_set_with_too_few_lfs_is_a_spec_error(module_env, tmp_path, monkey
         run(LabelSpec(lfs=name, epochs=EPOCHS))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG include/mlsys/labeling/stage.py load_lfs: LFS entries are not checked to be Snorkel "
-    "LabelingFunctions; plain functions pass load_lfs and then fail in PandasLFApplier/run with "
-    "AttributeError: 'function' object has no attribute 'name'",
-    raises=AttributeError,
-)
 def test_lfs_that_are_plain_functions_are_a_spec_error(module_env, tmp_path, monkeypatch):
     name = f"plain_lfs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(PLAIN_FUNCTIONS)

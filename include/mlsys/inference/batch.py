@@ -89,6 +89,8 @@ def run(spec: BatchSpec) -> BatchResult:
         sources={ref.name: ref.version, "model": model_label},
         created_by={"mlflow_run_id": tracker.active_run_id()},
         extra={"model_name": name, "model_version": str(mv.version)},
+        schema=pa.schema([("id", pa.large_string()), ("prediction", pa.int64()), ("proba_0", pa.float64()),
+                          ("proba_1", pa.float64()), ("model_version", pa.large_string())]),
     )
     elapsed = time.perf_counter() - started
     rows = sum(counts.values())

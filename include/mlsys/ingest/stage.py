@@ -83,6 +83,8 @@ def read_csvs(spec: IngestSpec) -> "tuple[pd.DataFrame, list[Path]]":
             raise DataError(f"{path}: the file is empty; expected a header with columns {required}") from exc
         except pd.errors.ParserError as exc:
             raise DataError(f"{path}: malformed CSV: {exc}; fix or remove the row") from exc
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode the file as UTF-8") from exc
         missing = [c for c in required if c not in df.columns]
         if missing:
             raise DataError(

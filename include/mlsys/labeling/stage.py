@@ -65,6 +65,13 @@ def load_lfs(module: str) -> list:
     lfs = getattr(mod, "LFS", None)
     if not lfs:
         raise SpecError(f"LF module {module!r} has no non-empty module-level LFS list; define LFS = [lf1, lf2, ...]")
+    from snorkel.labeling import LabelingFunction
+
+    bad = [getattr(lf, "__name__", repr(lf)) for lf in lfs if not isinstance(lf, LabelingFunction)]
+    if bad:
+        raise SpecError(f"LF module {module!r}: {bad} are not Snorkel labeling functions; decorate them with @labeling_function()")
+    if len(lfs) < 3:
+        raise SpecError(f"LF module {module!r} has {len(lfs)} LFs; the LabelModel needs at least 3")
     return list(lfs)
 
 

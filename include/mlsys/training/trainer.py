@@ -33,6 +33,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.epochs={self.epochs} is invalid: use at least 1 epoch")
         if self.batch_size < 1:
             raise ValueError(f"TrainConfig.batch_size={self.batch_size} is invalid: use at least 1")
+        if self.log_every < 1:
+            raise ValueError(f"TrainConfig.log_every={self.log_every} is invalid: use 1 or more steps")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr={self.lr} is invalid: use a positive learning rate")
 

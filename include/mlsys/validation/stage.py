@@ -56,6 +56,8 @@ def check(df, schema: Schema) -> tuple[bool, int, list[dict[str, Any]], dict[str
     )
     suite = context.suites.add(schema.to_suite())
     vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"{schema.dataset}_check", data=batch_def, suite=suite))
+    strings = [c for c in df.columns if str(df[c].dtype) in ("str", "string")]
+    df = df.astype({c: object for c in strings})  # see TYPE_NAMES in schema.py
     result = vd.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
     failed = []
     for r in result.results:
