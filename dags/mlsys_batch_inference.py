@@ -1,11 +1,18 @@
 """
-### mlsys batch inference: score a dataset with the champion
+### mlsys batch inference: score a dataset with the champion, sharded across workers
 
 Runs when the registry's champion may have changed (the `champion_model` Asset),
-or on demand. It streams the chosen dataset version in record batches through
-the model holding the `champion` alias (or a version from the form) and writes
-`predictions` as a new versioned dataset: id, prediction, class probabilities
-and the model version. Row count, class shares and throughput go to MLflow.
+or on demand. `plan` pins the dataset version and the model version (the
+`champion` alias, or a version from the form) once, and cuts the rows into
+`num_shards` shards. `score` is mapped: one task instance per shard, each
+streaming its rows in record batches (the next one prefetched) through the
+model, on all cores. `merge` concatenates the shards into `predictions`, a new
+versioned dataset: id, prediction, class probabilities and the model version.
+Row count, class shares and throughput go to MLflow.
+
+A failed shard is retried alone; datasets are content-addressed, so its re-run
+writes the same version, and the merged result is byte-identical to one
+unsharded run. With one shard (the default) `score` writes `predictions` itself.
 """
 
 from __future__ import annotations
@@ -29,15 +36,31 @@ from mlsys.orchestration import CHAMPION_MODEL, PREDICTIONS, run_in_task
         "dataset": Param("comments_unlabeled", type="string", description="Dataset to score (needs 'id' and 'text' columns)."),
         "version": Param("latest", type="string", description="Dataset version: 'latest' or a version id."),
         "model_version": Param("champion", type="string", description="Registered model alias or version number."),
-        "batch_rows": Param(65536, type="integer", minimum=1, description="Rows per record batch."),
+        "batch_rows": Param(65536, type="integer", minimum=1, description="Rows per record batch (read, scored and written together)."),
+        "num_shards": Param(1, type="integer", minimum=1, maximum=256, description="Shards mapped across workers; 1 scores in one task."),
+        "workers": Param(0, type="integer", minimum=0, description="Scoring threads per task; 0 = one per core."),
     },
 )
 def mlsys_batch_inference():
-    @task(outlets=[PREDICTIONS])
-    def score(params=None) -> dict:
-        return run_in_task("batch", params)
+    @task
+    def plan(params=None) -> list[dict]:
+        from mlsys.inference.batch import BatchSpec, plan
+        from mlsys.spec import from_params
 
-    score()
+        return plan(from_params(BatchSpec, params), params["num_shards"])
+
+    @task
+    def score(shard: dict, params=None) -> dict:
+        return run_in_task("batch" if shard["num_shards"] == 1 else "batch_shard", params, **shard)
+
+    @task(outlets=[PREDICTIONS])
+    def merge(shards: list[dict], params=None) -> dict:
+        shards = list(shards)
+        if len(shards) == 1:
+            return shards[0]
+        return run_in_task("batch_merge", params, shards=",".join(s["predictions"]["version"] for s in shards))
+
+    merge(score.expand(shard=plan()))
 
 
 dag = mlsys_batch_inference()

@@ -8,9 +8,14 @@ The nightly start of the pipeline, on the YouTube spam comments (or your own CSV
 2. **label** applies the labeling functions (`lfs`), fits Snorkel's `LabelModel`
    and a majority vote, picks the better on gold, and writes `comments_labeled`
    with `label`, `label_proba`, `label_source` and `weight` per row.
-3. **validate** checks `comments_labeled` against its schema with Great Expectations.
-   A failure stops the chain and quarantines the version; success emits the
-   `comments_labeled` Asset, which triggers **mlsys_training**.
+3. **validate** computes statistics of `comments_labeled`, checks it against the current
+   version of its schema with Great Expectations (Data Docs in MLflow), and looks for drift
+   against the last validated version. Error anomalies stop the chain (the task fails and
+   says why); rows that break row-level rules go to `comments_labeled_quarantine` with a
+   reason each, and `release_clean` releases the clean remainder instead. Warnings pass and
+   are logged; benign changes write a proposed schema update (a diff in MLflow), which
+   `accept_schema_update` accepts on the next run. Success emits the `comments_labeled`
+   Asset, which triggers **mlsys_training**.
 
 Every task logs a nested MLflow run; "View in MLflow" on a task opens it.
 """
@@ -39,6 +44,10 @@ from mlsys.orchestration import COMMENTS, LABELED, run_in_task
         "lfs": Param("mlsys.labeling.youtube_lfs", type="string", description="Importable module with a module-level LFS list."),
         "epochs": Param(500, type="integer", minimum=1, description="LabelModel training epochs."),
         "seed": Param(0, type="integer", description="Seed for sampling and the label model."),
+        "release_clean": Param(False, type="boolean", description="When the only errors are bad rows: quarantine "
+                               "them and release the clean remainder as a new validated version."),
+        "accept_schema_update": Param(False, type="boolean", description="Accept the pending proposed schema "
+                                      "update (see the validate run's proposed_schema.diff) before validating."),
     },
 )
 def mlsys_data():
@@ -53,7 +62,8 @@ def mlsys_data():
 
     @task(outlets=[LABELED])
     def validate(labeled: dict, params=None) -> dict:
-        return run_in_task("validate", {}, dataset="comments_labeled", version=labeled["labeled"]["version"])
+        return run_in_task("validate", {k: params[k] for k in ("release_clean", "accept_schema_update")},
+                           dataset="comments_labeled", version=labeled["labeled"]["version"])
 
     validate(label(ingest()))
 

@@ -5,7 +5,13 @@ Runs when validated labels arrive (the `comments_labeled` Asset), or on demand.
 
 1. **train** fits the PyTorch text classifier on the validated labels with a
    noise-aware loss (soft `label_proba` targets, per-row `weight`), and logs
-   the model to MLflow with a signature and an input example.
+   the model to MLflow with a signature and an input example. `strategy`
+   picks `single` (in the task), `ddp` or `pipeline` (GPipe / 1F1B): those
+   launch `nproc` processes with **torchrun**, stream their log into the task
+   log, checkpoint every `checkpoint_every` steps, and an Airflow retry of the
+   same DAG run resumes from the last checkpoint. With
+   `MLSYS_TRAIN_QUEUE=gpu` in the environment (the scale-out deployment) the
+   task runs on the `gpu` queue and pool.
 2. **evaluate_register** scores it on the held-out test split, registers it as
    `challenger`, and moves `champion` to it only if it beats the current
    champion on `gate_metric` (or there is none). Emits `champion_model`,
@@ -14,10 +20,16 @@ Runs when validated labels arrive (the `comments_labeled` Asset), or on demand.
 
 from __future__ import annotations
 
+import os
+
 import pendulum
 from airflow.sdk import Param, dag, task
 
 from mlsys.orchestration import CHAMPION_MODEL, LABELED, run_in_task
+
+# Scale-out deployment: MLSYS_TRAIN_QUEUE=gpu sends train to the GPU Celery worker (and its pool).
+TRAIN_QUEUE = os.environ.get("MLSYS_TRAIN_QUEUE", "")
+TRAIN_PLACEMENT = {"queue": TRAIN_QUEUE, "pool": TRAIN_QUEUE} if TRAIN_QUEUE else {}
 
 
 @dag(
@@ -37,13 +49,23 @@ from mlsys.orchestration import CHAMPION_MODEL, LABELED, run_in_task
         "dim": Param(64, type="integer", minimum=2, description="Embedding and block width."),
         "depth": Param(2, type="integer", minimum=0, description="Number of residual blocks."),
         "seed": Param(0, type="integer", description="Seed for initialisation and shuffling."),
+        "strategy": Param("single", enum=["single", "ddp", "pipeline"], description="single: one process; ddp: DistributedDataParallel over nproc processes; pipeline: GPipe-style pipeline over nproc stages."),
+        "nproc": Param(2, type="integer", minimum=1, description="Processes per node for ddp/pipeline (DDP replicas, or pipeline stages x replicas); at most the devices available."),
+        "replicas": Param(1, type="integer", minimum=1, description="pipeline: data-parallel copies of the pipeline (pipeline x DDP); stages = nproc / replicas."),
+        "microbatches": Param(4, type="integer", minimum=1, description="pipeline: micro-batches per batch (must divide batch_size)."),
+        "schedule": Param("gpipe", enum=["gpipe", "1f1b"], description="pipeline: GPipe (fill-drain) or 1F1B (less activation memory)."),
+        "balance": Param("", type="string", description="pipeline: layers per stage, e.g. '2,2' (depth + 2 layers in all); empty = balance by profiled time."),
+        "rematerialize": Param(False, type="boolean", description="pipeline: recompute activations in backward (activation checkpointing)."),
+        "device": Param("cpu", enum=["cpu", "cuda"], description="cpu (gloo) or cuda (NCCL) for ddp/pipeline."),
+        "checkpoint_every": Param(20, type="integer", minimum=0, description="ddp/pipeline: optimizer steps between checkpoints (0 = none); a retry resumes from the last."),
         "gate_metric": Param("f1", enum=["f1", "accuracy", "precision", "recall"], description="Metric the challenger must beat the champion on."),
     },
 )
 def mlsys_training():
-    @task
-    def train(params=None) -> dict:
-        return run_in_task("train", params)
+    @task(**TRAIN_PLACEMENT)
+    def train(params=None, dag_run=None) -> dict:
+        key = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{dag_run.dag_id}-{dag_run.run_id}")
+        return run_in_task("train", params, checkpoint_key=key)  # retries of this run resume its checkpoints
 
     @task(outlets=[CHAMPION_MODEL])
     def evaluate_register(trained: dict, params=None) -> dict:

@@ -42,6 +42,7 @@ OPTIONAL_CODE_VARS = {
     "AWS_PROFILE",  # credentials from a profile (real AWS); compose passes a key pair
     "AWS_SESSION_TOKEN",  # temporary credentials (real AWS); MinIO uses a static key pair
     "MLFLOW_ALLOW_FILE_STORE",  # only for a local file: tracking store, never with a server
+    "MLSYS_CPU_DEVICES",  # CPU-only training hosts: processes per node (default: the core count)
 }
 # Read by the libraries rather than by include/mlsys: boto3 and the MLflow client.
 LIBRARY_VARS = {
@@ -81,9 +82,9 @@ def env_example_vars() -> set[str]:
 
 
 def code_env_vars() -> dict[str, set[str]]:
-    """The MLSYS_/MLFLOW_/AWS_ variables include/mlsys reads, each with the files reading it."""
+    """The MLSYS_/MLFLOW_/AWS_ variables include/mlsys (and the DAG files) read, each with the files reading it."""
     found: dict[str, set[str]] = {}
-    for path in sorted(CODE_ROOT.rglob("*.py")):
+    for path in sorted([*CODE_ROOT.rglob("*.py"), *(REPO_ROOT / "dags").glob("*.py")]):
         for name in CODE_ENV_READ.findall(path.read_text()):
             if name.startswith(CODE_VAR_PREFIXES):
                 found.setdefault(name, set()).add(str(path.relative_to(REPO_ROOT)))

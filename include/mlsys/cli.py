@@ -23,8 +23,8 @@ import typing
 
 from mlsys import stages
 
-COMMAND_MODULES: list[str] = []  # e.g. "mlsys.validation.commands"
-BENCHMARKS: dict[str, str] = {}  # name -> module with main(argv), e.g. "label": "mlsys.labeling.benchmark"
+COMMAND_MODULES: list[str] = ["mlsys.validation.commands", "mlsys.inference.commands", "mlsys.streaming.commands"]  # e.g. "mlsys.validation.commands"
+BENCHMARKS: dict[str, str] = {"stats": "mlsys.validation.benchmark", "label": "mlsys.labeling.benchmark", "label_quality": "mlsys.labeling.quality", "pipeline": "mlsys.training.benchmark", "batch": "mlsys.inference.batch_benchmark", "serve": "mlsys.inference.serve_benchmark", "krypton": "mlsys.streaming.benchmark", "spill": "mlsys.training.spill_benchmark", "sharp": "mlsys.training.sharp_benchmark"}  # name -> module with main(argv), e.g. "label": "mlsys.labeling.benchmark"
 
 
 def _add_spec_args(parser: argparse.ArgumentParser, spec_cls: type) -> None:

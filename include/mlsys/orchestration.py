@@ -44,3 +44,22 @@ def run_in_task(stage: str, params: dict[str, Any], **overrides: Any) -> dict[st
         ti.xcom_push(key=XCOM_RUN_URL, value=run_url(run.info.run_id, run.info.experiment_id))
         result = stages.run_stage(stage, {**dict(params), **overrides})
     return {**result.to_json(), "mlflow_run_id": run.info.run_id}
+
+
+def _video_segments() -> Asset:
+    """Video segments of the stream $MLSYS_STREAM (default "camera"), watched by the triggerer, not a worker."""
+    import os
+
+    from airflow.sdk import AssetWatcher
+
+    from mlsys.settings import settings
+    from mlsys.streaming.trigger import SegmentTrigger
+
+    trigger = SegmentTrigger(stream=os.environ.get("MLSYS_STREAM", "camera"), storage_uri=settings().storage_uri,
+                             poll_interval=float(os.environ.get("MLSYS_STREAM_POLL_S", "30")))
+    return Asset(name="video_segments", uri="mlsys://streams/segments",
+                 watchers=[AssetWatcher(name="video_segments_watcher", trigger=trigger)])
+
+
+VIDEO_SEGMENTS = _video_segments()  # an event per new segment past the watermark -> mlsys_video_stream
+VIDEO_PREDICTIONS = Asset(name="video_predictions", uri="mlsys://datasets/video_predictions")

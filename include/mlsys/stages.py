@@ -33,7 +33,11 @@ STAGES: dict[str, Stage] = {
         Stage("validate", "mlsys.validation.stage", "ValidateSpec", help="check a dataset against its schema (GX); quarantine on failure"),
         Stage("train", "mlsys.training.stage", "TrainSpec", help="train the text classifier on weighted soft labels"),
         Stage("evaluate", "mlsys.registry.stage", "EvaluateSpec", help="register as challenger; promote to champion if it wins"),
+        Stage("select", "mlsys.training.selection", "SelectionSpec", help="train a grid of configurations at once (SHARP), keep the best on validation"),
         Stage("batch", "mlsys.inference.batch", "BatchSpec", help="score a dataset with the champion -> predictions dataset"),
+        Stage("batch_shard", "mlsys.inference.batch", "ShardSpec", "run_shard", help="score one shard of a dataset -> predictions_shards"),
+        Stage("batch_merge", "mlsys.inference.batch", "MergeSpec", "run_merge", help="concatenate scored shards -> predictions dataset"),
+        Stage("stream", "mlsys.streaming.stage", "StreamSpec", help="video segments -> per-frame predictions (Krypton)"),
     )
 }
 

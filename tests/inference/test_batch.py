@@ -160,3 +160,42 @@ def test_an_empty_input_gives_an_empty_predictions_version(env):
     scored = run(BatchSpec(dataset="empty_input"))
     assert scored.rows == 0
     assert list(env.store.read(PREDICTIONS, scored.predictions.version).columns) == COLUMNS
+
+
+def test_shards_merge_into_the_same_version_as_one_run(env):
+    from mlsys.inference.batch import PREDICTION_SHARDS, MergeSpec, ShardSpec, plan, run_merge, run_shard
+
+    whole = run(BatchSpec(batch_rows=100))
+    shards = plan(BatchSpec(batch_rows=100), 3)
+    assert [s["shard"] for s in shards] == [0, 1, 2]
+    assert {s["model_version"] for s in shards} == {"1"}  # the alias is pinned once, for every shard
+    assert {s["version"] for s in shards} == {env.ingested.unlabeled.version}
+    parts = [run_shard(ShardSpec(batch_rows=100, **s)) for s in shards]
+    assert sum(p.rows for p in parts) == whole.rows
+    assert all(p.extra["start_row"] % 100 == 0 for p in parts)
+    before = [r.version for r in env.store.versions(PREDICTION_SHARDS)]
+    again = run_shard(ShardSpec(batch_rows=100, **shards[1]))  # a retried shard rewrites only itself, identically
+    assert again.predictions.version == parts[1].predictions.version
+    assert [r.version for r in env.store.versions(PREDICTION_SHARDS)] == before
+    merged = run_merge(MergeSpec(shards=",".join(p.predictions.version for p in parts)))
+    assert merged.predictions.version == whole.predictions.version  # byte-identical Parquet
+    assert merged.rows == whole.rows and merged.class_shares == whole.class_shares
+    assert merged.predictions.extra == {"model_name": MODEL, "model_version": "1"}
+
+
+def test_merge_refuses_shards_out_of_order(env):
+    from mlsys.inference.batch import MergeSpec, ShardSpec, plan, run_merge, run_shard
+
+    parts = [run_shard(ShardSpec(batch_rows=500, **s)) for s in plan(BatchSpec(batch_rows=500), 2)]
+    with pytest.raises(DataError, match=r"MergeSpec\.shards: predictions_shards@\w+ is \(shard, num_shards"):
+        run_merge(MergeSpec(shards=",".join(p.predictions.version for p in reversed(parts))))
+    with pytest.raises(SpecError, match=r"ShardSpec\.shard=2"):
+        ShardSpec(num_shards=2, shard=2)
+
+
+def test_null_texts_are_a_data_error_naming_the_column(env):
+    inputs = env.store.read(UNLABELED, env.ingested.unlabeled.version).head(10)
+    inputs.loc[3, "text"] = None
+    env.store.write("null_text", inputs)
+    with pytest.raises(DataError, match=r"column 'text' has 1 null values"):
+        run(BatchSpec(dataset="null_text"))

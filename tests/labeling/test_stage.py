@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlsys.errors import SpecError
-from mlsys.ingest.stage import GOLD, UNLABELED, IngestSpec
+from mlsys.ingest.stage import GOLD, TEST, UNLABELED, IngestSpec
 from mlsys.ingest.stage import run as ingest
 from mlsys.labeling import youtube_lfs
 from mlsys.labeling.stage import LABELED, LabelSpec, load_lfs, run
@@ -112,21 +113,34 @@ def test_weak_rows_have_weights_in_zero_one(labeled):
     assert np.allclose(weak["weight"] / proba.max(axis=1), labeled.result.metrics["weak_quality"])
 
 
-def test_the_combiner_with_higher_gold_accuracy_is_chosen(labeled):
+def test_the_combiner_with_higher_dev_gold_accuracy_is_chosen(labeled):
     from snorkel.labeling import PandasLFApplier
     from snorkel.labeling.model import MajorityLabelVoter
 
+    from mlsys.labeling.label_model import CANDIDATES, split_gold
+
     result = labeled.result
     acc = result.gold_accuracy
-    assert set(acc) == {"label_model", "majority_vote"}
-    assert result.model == max(acc, key=acc.get)
-    assert acc[result.model] >= max(acc.values())
+    assert set(acc) == set(CANDIDATES)
+    assert acc[result.model] == max(acc.values())
     assert result.labeled.extra["model"] == result.model
 
-    # The majority vote's gold accuracy, recomputed independently (abstains count as wrong)
-    L_gold = PandasLFApplier(youtube_lfs.LFS).apply(labeled.gold, progress_bar=False)
-    pred = MajorityLabelVoter(cardinality=2).predict(L_gold, tie_break_policy="abstain")
-    assert acc["majority_vote"] == pytest.approx((pred == labeled.gold["label_true"].to_numpy()).mean())
+    # The majority vote's accuracy on the dev half of the gold, recomputed independently
+    y = labeled.gold["label_true"].to_numpy()
+    dev = split_gold(y, seed=0).dev
+    L_dev = PandasLFApplier(youtube_lfs.LFS).apply(labeled.gold.iloc[dev], progress_bar=False)
+    covered = (L_dev != -1).any(axis=1)
+    pred = MajorityLabelVoter(cardinality=2).predict_proba(L_dev).argmax(axis=1)
+    assert acc["majority_vote"] == pytest.approx((pred[covered] == y[dev][covered]).mean())
+
+
+def test_weak_labels_beat_the_snorkel_tutorial_on_the_held_out_video(labeled):
+    """Quality target: >= 88% on the Shakira comments (never fitted on), reported beside majority vote."""
+    m = labeled.result.metrics
+    assert m["test_accuracy_chosen"] >= 0.88
+    assert {"test_accuracy_majority_vote", "test_accuracy_label_model", "test_accuracy_gold_weighted_vote",
+            "test_coverage"} <= set(m)
+    assert labeled.run.data.metrics["test_accuracy_chosen"] == pytest.approx(m["test_accuracy_chosen"])
 
 
 def test_labeled_dataset_records_its_sources(labeled):
@@ -148,23 +162,25 @@ def test_mlflow_run_has_lf_summary_coverage_plot_and_inputs(labeled):
     run_data = labeled.run
     client = mlflow.MlflowClient(labeled.tracking_uri)
     artifacts = {a.path for a in client.list_artifacts(run_data.info.run_id)}
-    assert {"lf_summary.json", "lf_coverage.png"} <= artifacts
+    assert {"lf_summary.json", "lf_coverage.png", "lf_accuracy.png"} <= artifacts
 
     local = client.download_artifacts(run_data.info.run_id, "lf_summary.json")
     import json
 
     table = json.loads(Path(local).read_text())
-    assert "lf" in table["columns"] and "Coverage (unlabeled)" in table["columns"]
+    assert {"lf", "coverage", "overlap", "conflict", "gold_accuracy", "weight_label_model",
+            "weight_gold_weighted_vote", "errors"} <= set(table["columns"])
     lf_names = [row[table["columns"].index("lf")] for row in table["data"]]
     assert lf_names == [lf.name for lf in youtube_lfs.LFS]
 
     inputs = {d.dataset.name: d for d in run_data.inputs.dataset_inputs}
-    assert set(inputs) == {UNLABELED, GOLD}
+    assert set(inputs) == {UNLABELED, GOLD, TEST}
     assert inputs[UNLABELED].dataset.digest == labeled.ingested.unlabeled.version
     assert inputs[GOLD].dataset.digest == labeled.ingested.gold.version
     assert run_data.data.params["label_combiner"] == labeled.result.model
     assert run_data.data.params["n_lfs"] == str(len(youtube_lfs.LFS))
     assert run_data.data.metrics["gold_rows"] == 200
+    assert 0 < run_data.data.metrics["label_matrix_density"] < 1
     assert run_data.data.tags[f"mlsys.output.{LABELED}"] == labeled.result.labeled.version
 
 
@@ -185,7 +201,7 @@ def test_load_lfs_of_a_module_without_lfs_is_a_spec_error(tmp_path, monkeypatch,
     name = f"lfs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(body)
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(SpecError, match=rf"{name}.*LFS = \[lf1, lf2, \.\.\.\]"):
+    with pytest.raises(SpecError, match=rf"{name}.*lfs = \[lf1, lf2, \.\.\.\] \(or LFS"):
         load_lfs(name)
 
 
@@ -277,3 +293,116 @@ def test_lfs_that_are_plain_functions_are_a_spec_error(module_env, tmp_path, mon
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(SpecError, match="labeling_function"):
         run(LabelSpec(lfs=name, epochs=EPOCHS))
+
+
+def test_an_lf_module_with_a_lowercase_lfs_list(tmp_path, monkeypatch):
+    name = f"lower_lfs_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(CUSTOM_LFS.replace("LFS = [", "lfs = ["))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert [lf.name for lf in load_lfs(name)] == ["has_link", "says_subscribe", "says_song"]
+
+
+# -- file mode: mlsys label --data PATH --lfs MODULE [--gold PATH] --out PATH -------------------
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    from mlsys.cli import main
+
+    code = main(["label", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def files(mlsys_home, tmp_path):
+    """The Psy and Katy Perry CSVs as one data file, 60 of their rows as a gold file."""
+    import pandas as pd
+
+    data = pd.concat([pd.read_csv(DATA / f"{v}.csv", dtype=str) for v in ("Youtube01-Psy", "Youtube02-KatyPerry")])
+    data = data.drop_duplicates("COMMENT_ID")
+    gold = data.sample(60, random_state=0)[["COMMENT_ID", "label"]]
+    paths = SimpleNamespace(data=tmp_path / "comments.csv", gold=tmp_path / "gold.csv", out=tmp_path / "out.parquet",
+                            frame=data, gold_frame=gold)
+    data.drop(columns=["label"]).to_csv(paths.data, index=False)
+    gold.to_csv(paths.gold, index=False)
+    return paths
+
+
+def _file_args(files, *extra) -> list[str]:
+    return ["--data", str(files.data), "--gold", str(files.gold), "--out", str(files.out),
+            "--id-column", "COMMENT_ID", "--text-column", "CONTENT", "--epochs", "50", *extra]
+
+
+def test_file_mode_labels_a_csv_and_writes_parquet(files, capsys):
+    import json
+
+    import pandas as pd
+
+    code, out, err = _cli(capsys, *_file_args(files))
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["out"] == str(files.out) and summary["labeled"] is None
+    df = pd.read_parquet(files.out)
+    assert len(df) == len(files.frame)
+    assert {"COMMENT_ID", "AUTHOR", "DATE", "CONTENT", "label", "label_proba", "label_source", "weight"} <= set(df.columns)
+    gold = df[df["label_source"] == "gold"].set_index("COMMENT_ID")
+    truth = files.gold_frame.set_index("COMMENT_ID")["label"].astype(int)
+    assert len(gold) == 60 and (gold["label"] == truth.loc[gold.index]).all() and (gold["weight"] == 1).all()
+    weak = df[df["label_source"] == "weak"]
+    truth_all = files.frame.set_index("COMMENT_ID")["label"].astype(int)
+    assert (weak["label"].to_numpy() == truth_all.loc[weak["COMMENT_ID"]].to_numpy()).mean() > 0.85
+    assert summary["metrics"]["gold_rows"] == 60 and summary["model"] in summary["gold_accuracy"]
+
+
+def test_file_mode_bad_inputs_give_clear_errors_and_keep_the_old_output(files, capsys, tmp_path):
+    files.out.write_bytes(b"previous output")
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("COMMENT_ID,CONTENT\n1,caf\xe9 song\n".encode("latin-1"))
+    unknown_ids = tmp_path / "gold_unknown.csv"
+    unknown_ids.write_text("COMMENT_ID,label\nnot-a-row,1\n")
+    unknown_class = tmp_path / "gold_class.csv"
+    unknown_class.write_text(f"COMMENT_ID,label\n{files.gold_frame['COMMENT_ID'].iloc[0]},3\n")
+    cases = [
+        (["--data", str(latin1), "--out", str(files.out), "--id-column", "COMMENT_ID", "--text-column", "CONTENT"],
+         r"latin1\.csv' is not UTF-8 text \(invalid continuation byte at byte 24, line 2\); re-encode"),
+        (_file_args(files)[:6] + ["--id-column", "COMMENT_ID", "--text-column", "BODY"],
+         r"data: no column 'BODY'; found \[.*'CONTENT'.*\]\. Pass the right text_column \(--text-column\)"),
+        (_file_args(files) + ["--gold", str(unknown_ids)],
+         r"gold: 1 id\(s\) are not in the data, e\.g\. \['not-a-row'\]"),
+        (_file_args(files) + ["--gold", str(unknown_class)],
+         r"gold: column 'label' holds values outside the classes 0\.\.1: \[3\]"),
+        (["--data", str(tmp_path / "nope.csv"), "--out", str(files.out)], r"--data '.*nope\.csv' does not exist"),
+    ]
+    for argv, message in cases:
+        code, _, err = _cli(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert re.search(message, err), err
+        assert files.out.read_bytes() == b"previous output"
+
+
+RAISING_LFS = CUSTOM_LFS + '''
+@labeling_function()
+def picky(x):
+    if x.COMMENT_ID.startswith("z13"):
+        raise ValueError("cannot handle " + x.COMMENT_ID[:3])
+    return -1
+
+LFS = [has_link, says_subscribe, says_song, picky]
+'''
+
+
+def test_file_mode_lf_errors_fail_or_are_counted_when_fault_tolerant(files, capsys, tmp_path, monkeypatch):
+    import json
+
+    name = f"raising_lfs_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(RAISING_LFS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = _cli(capsys, *_file_args(files), "--lfs", name)
+    assert code == 2
+    assert re.search(r"labeling function 'picky' raised on row 'z13\w+' \(position \d+\): ValueError: cannot handle z13", err)
+    assert not files.out.exists()
+
+    code, out, err = _cli(capsys, *_file_args(files), "--lfs", name, "--fault-tolerant", "true")
+    assert code == 0, err
+    expected = int(files.frame["COMMENT_ID"].str.startswith("z13").sum())
+    assert json.loads(out)["lf_errors"] == {"picky": expected} and expected > 0

@@ -124,3 +124,40 @@ def test_declared_type_is_enforced():
     ok, _, failed, _ = check(pd.DataFrame({"id": [1, 2, 3], "n": [0.5, 1.5, 2.5]}), schema)
     assert not ok
     assert {f["column"] for f in failed} == {"id", "n"}
+
+
+def test_format_and_version_mismatches_are_spec_errors(tmp_path):
+    with pytest.raises(SpecError, match="has format 2, but this mlsys reads format 1"):
+        Schema.load(_write(tmp_path, "format: 2\ndataset: d\ncolumns: {}\n"))
+    with pytest.raises(SpecError, match=r"version 0 must be a whole number >= 1"):
+        Schema.load(_write(tmp_path, "dataset: d\nversion: 0\ncolumns: {}\n"))
+    with pytest.raises(SpecError, match=r"version 'two' must be"):
+        Schema.load(_write(tmp_path, "dataset: d\nversion: two\ncolumns: {}\n"))
+    with pytest.raises(SpecError, match="not valid YAML"):
+        Schema.load(_write(tmp_path, "dataset: d\ncolumns: {x: [\n"))
+    with pytest.raises(SpecError, match=r"unknown top-level keys \['colums'\]"):
+        Schema.load(_write(tmp_path, "dataset: d\ncolums: {}\n"))
+    with pytest.raises(SpecError, match=r"label 'y' is not one of its columns"):
+        Schema.load(_write(tmp_path, "dataset: d\nlabel: y\ncolumns: {x: {type: int}}\n"))
+    with pytest.raises(SpecError, match=r"drift=2 must be a number between 0 and 1"):
+        Schema.load(_write(tmp_path, "dataset: d\ncolumns: {x: {type: int, drift: 2}}\n"))
+
+
+def test_serving_suite_leaves_out_the_label_and_presence_uses_mostly():
+    schema = Schema(dataset="d", label="y", columns={"x": {"type": "float", "required": False, "min_presence": 0.8},
+                                                      "y": {"type": "int"}})
+    train = [(e.expectation_type, getattr(e, "column", None)) for e in _suite(schema).expectations]
+    serve = [(e.expectation_type, getattr(e, "column", None)) for e in schema.to_suite("serving").expectations]
+    assert ("expect_column_to_exist", "y") in train and not [c for _, c in serve if c == "y"]
+    (nn,) = [e for e in schema.to_suite("serving").expectations if e.expectation_type == "expect_column_values_to_not_be_null"]
+    assert nn.mostly == 0.8
+    with pytest.raises(SpecError, match="environment 'prod' is not one of"):
+        schema.to_suite("prod")
+
+
+def test_int_column_with_missing_values_passes_the_type_rule():
+    schema = Schema(dataset="d", columns={"x": {"type": "int", "required": False}})
+    ok, _, failed, _ = check(pd.DataFrame({"x": [1.0, None, 3.0]}), schema)
+    assert ok, failed
+    ok, _, failed, _ = check(pd.DataFrame({"x": [1.5, None, 3.0]}), schema)
+    assert not ok and failed[0]["expectation"] == "expect_column_values_to_be_in_type_list"

@@ -1,12 +1,19 @@
-"""The label stage: apply labeling functions, fit label models, mix in expert gold.
+"""The label stage: apply labeling functions, choose and calibrate a label model on gold, weight the rows.
+
+Two modes, one spec:
+
+    store mode (the DAG, ``mlsys label``): comments_unlabeled + comments_gold -> comments_labeled,
+        scored on comments_test (the held-out video; never fitted on)
+    file mode (``mlsys label --data PATH --lfs MODULE [--gold PATH] --out PATH``): any CSV or Parquet
+        file -> a Parquet file (or folder) with the input columns plus the four below
 
 Output ``comments_labeled``: every input row, gold and weak, with
 
     label         hard label (0 ham, 1 spam; -1 when every LF abstained)
-    label_proba   [p(ham), p(spam)]
+    label_proba   [p(ham), p(spam)], calibrated on gold
     label_source  "gold" | "weak" | "unlabeled"
     weight        how much training should trust the row: 1.0 for gold,
-                  confidence x the chosen model's accuracy on gold for weak,
+                  calibrated confidence x the chosen model's accuracy on dev gold for weak,
                   0.0 for unlabeled rows (kept in the dataset, out of training)
 """
 
@@ -17,69 +24,106 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlsys.errors import SpecError
-from mlsys.ingest.stage import GOLD, UNLABELED
+from mlsys.ingest.stage import GOLD, TEST, UNLABELED
 from mlsys.spec import require
 from mlsys.storage import DatasetRef, DatasetStore
 
 LABELED = "comments_labeled"
 CARDINALITY = 2
+STORE_COLUMNS = ["id", "group", "text", "label", "label_proba", "label_source", "weight"]
 
 
 @dataclass(frozen=True)
 class LabelSpec:
-    lfs: str = "mlsys.labeling.youtube_lfs"  # importable module with a module-level LFS list
+    lfs: str = "mlsys.labeling.youtube_lfs"  # importable module with a module-level list `lfs` (or `LFS`)
     unlabeled_version: str = "latest"
     gold_version: str = "latest"
+    test_version: str = "latest"  # scored only, never fitted on; "none" skips (so does a store without it)
     epochs: int = 500
     seed: int = 0
+    fault_tolerant: bool = False  # an LF that raises abstains on that row, errors are counted per LF
+    jobs: int = 0  # worker processes/threads for the LFs; 0 = every core
     storage_uri: str = ""
+    # file mode
+    data: str = ""  # a CSV or Parquet file (or Parquet folder) to label instead of the datasets
+    gold: str = ""  # a CSV or Parquet file with the id column and a label column, rows of --data
+    out: str = ""  # where file mode writes Parquet (a .parquet file, or a folder)
+    id_column: str = "id"
+    text_column: str = "text"
+    label_column: str = "label"
+    cardinality: int = CARDINALITY
 
     def __post_init__(self):
         require(self.epochs > 0, "LabelSpec", "epochs", self.epochs, "use a positive number of epochs")
         require(bool(self.lfs), "LabelSpec", "lfs", self.lfs, "name a module, e.g. mlsys.labeling.youtube_lfs")
+        require(self.jobs >= 0, "LabelSpec", "jobs", self.jobs, "use 0 (every core) or a positive number")
+        require(self.cardinality >= 2, "LabelSpec", "cardinality", self.cardinality, "use 2 or more classes")
+        require(bool(self.out) or not self.data, "LabelSpec", "out", self.out,
+                "file mode (--data) needs --out PATH for the labeled Parquet")
+        require(bool(self.data) or not (self.gold or self.out), "LabelSpec", "data", self.data,
+                "--gold and --out are for file mode: also pass --data PATH")
+        require(bool(self.id_column) and bool(self.text_column), "LabelSpec", "id_column/text_column",
+                (self.id_column, self.text_column), "name the id and text columns")
 
 
 @dataclass(frozen=True)
 class LabelResult:
-    labeled: DatasetRef
-    model: str  # "label_model" or "majority_vote": whichever did better on gold
-    gold_accuracy: dict[str, float]
+    labeled: DatasetRef | None  # store mode: the comments_labeled version written
+    model: str  # the combiner chosen on dev gold: label_model, majority_vote or gold_weighted_vote
+    gold_accuracy: dict[str, float]  # each candidate's accuracy on the dev half of the gold
     unlabeled_rows: int
     metrics: dict[str, float] = field(default_factory=dict)
+    out: str = ""  # file mode: the Parquet written
+    lf_errors: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "labeled": self.labeled.to_json(),
+            "labeled": self.labeled.to_json() if self.labeled else None,
+            "out": self.out,
             "model": self.model,
             "gold_accuracy": self.gold_accuracy,
             "unlabeled_rows": self.unlabeled_rows,
+            "lf_errors": self.lf_errors,
             "metrics": self.metrics,
         }
 
 
 def load_lfs(module: str) -> list:
+    """The LFs of an importable module: its list ``lfs`` (or ``LFS``), each a Snorkel labeling function."""
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
         raise SpecError(f"LabelSpec.lfs={module!r} cannot be imported ({exc}); give an importable module path") from exc
-    lfs = getattr(mod, "LFS", None)
+    lfs = getattr(mod, "lfs", None) or getattr(mod, "LFS", None)
     if not lfs:
-        raise SpecError(f"LF module {module!r} has no non-empty module-level LFS list; define LFS = [lf1, lf2, ...]")
+        raise SpecError(f"LF module {module!r} has no non-empty module-level list of LFs; "
+                        f"define lfs = [lf1, lf2, ...] (or LFS = [...])")
     from snorkel.labeling import LabelingFunction
 
     bad = [getattr(lf, "__name__", repr(lf)) for lf in lfs if not isinstance(lf, LabelingFunction)]
     if bad:
-        raise SpecError(f"LF module {module!r}: {bad} are not Snorkel labeling functions; decorate them with @labeling_function()")
+        raise SpecError(f"LF module {module!r}: {bad} are not Snorkel labeling functions; decorate them with "
+                        f"@labeling_function() or @vectorized_lf() (mlsys.labeling.lf)")
     if len(lfs) < 3:
         raise SpecError(f"LF module {module!r} has {len(lfs)} LFs; the LabelModel needs at least 3")
     return list(lfs)
 
 
 def run(spec: LabelSpec) -> LabelResult:
-    import numpy as np
+    lfs = load_lfs(spec.lfs)
+    return _run_file(spec, lfs) if spec.data else _run_store(spec, lfs)
+
+
+def _label(spec: LabelSpec, lfs, data, gold, test, label_column: str):
+    from mlsys.labeling.labeler import label_frame
+
+    return label_frame(data, lfs, gold, id_column=spec.id_column, text_column=spec.text_column,
+                       label_column=label_column, cardinality=spec.cardinality, epochs=spec.epochs,
+                       seed=spec.seed, fault_tolerant=spec.fault_tolerant, n_jobs=spec.jobs or None, test=test)
+
+
+def _run_store(spec: LabelSpec, lfs) -> LabelResult:
     import pandas as pd
-    from snorkel.labeling import LFAnalysis, PandasLFApplier
-    from snorkel.labeling.model import LabelModel, MajorityLabelVoter
 
     from mlsys.tracking import tracker
 
@@ -87,102 +131,61 @@ def run(spec: LabelSpec) -> LabelResult:
     unl_ref = store.ref(UNLABELED, spec.unlabeled_version)
     gold_ref = store.ref(GOLD, spec.gold_version)
     unlabeled, gold = store.read(UNLABELED, unl_ref.version), store.read(GOLD, gold_ref.version)
-    lfs = load_lfs(spec.lfs)
+    test_ref = None
+    if spec.test_version.lower() != "none" and (spec.test_version != "latest" or store.versions(TEST)):
+        test_ref = store.ref(TEST, spec.test_version)
+    test = store.read(TEST, test_ref.version) if test_ref else None
 
-    applier = PandasLFApplier(lfs)
-    L_unl = applier.apply(unlabeled, progress_bar=False)
-    L_gold = applier.apply(gold, progress_bar=False)
-    y_gold = gold["label_true"].to_numpy()
-
-    label_model = LabelModel(cardinality=CARDINALITY, verbose=False)
-    label_model.fit(L_unl, n_epochs=spec.epochs, seed=spec.seed, progress_bar=False)
-    voter = MajorityLabelVoter(cardinality=CARDINALITY)
-    candidates = {"label_model": label_model, "majority_vote": voter}
-
-    # Pick the combiner by accuracy on gold, counting abstains as wrong.
-    gold_acc = {}
-    for name, model in candidates.items():
-        pred = model.predict(L_gold, tie_break_policy="abstain")
-        gold_acc[name] = float((pred == y_gold).mean())
-    chosen = max(gold_acc, key=gold_acc.get)
-    proba = candidates[chosen].predict_proba(L_unl)
-    covered = (L_unl != -1).any(axis=1)
-    # Accuracy of the chosen model where it votes: the weak source's measured quality.
-    pred_gold = candidates[chosen].predict(L_gold, tie_break_policy="abstain")
-    voted = pred_gold != -1
-    quality = float((pred_gold[voted] == y_gold[voted]).mean()) if voted.any() else 0.5
-
-    weak = pd.DataFrame({"id": unlabeled["id"], "group": unlabeled["group"], "text": unlabeled["text"]})
-    weak["label"] = np.where(covered, proba.argmax(axis=1), -1).astype("int64")
-    weak["label_proba"] = [list(map(float, p)) for p in proba]
-    weak["label_source"] = np.where(covered, "weak", "unlabeled")
-    weak["weight"] = np.where(covered, proba.max(axis=1) * quality, 0.0)
-
-    gold_rows = pd.DataFrame({"id": gold["id"], "group": gold["group"], "text": gold["text"]})
-    gold_rows["label"] = y_gold.astype("int64")
-    gold_rows["label_proba"] = [[1.0 - y, float(y)] for y in y_gold]
-    gold_rows["label_source"] = "gold"
-    gold_rows["weight"] = 1.0
-    out = pd.concat([gold_rows, weak], ignore_index=True)
-
-    labeled = store.write(
+    data = pd.concat([gold.drop(columns=["label_true"]), unlabeled], ignore_index=True)
+    labeled, report = _label(spec, lfs, data, gold[[spec.id_column, "label_true"]], test, "label_true")
+    out = labeled[STORE_COLUMNS]
+    ref = store.write(
         LABELED,
         out,
         sources={UNLABELED: unl_ref.version, GOLD: gold_ref.version},
         created_by={"mlflow_run_id": tracker.active_run_id()},
-        extra={"lfs": spec.lfs, "model": chosen},
+        extra={"lfs": spec.lfs, "model": report.chosen},
     )
-
-    lf_names = [lf.name for lf in lfs]
-    summary = LFAnalysis(L_gold, lfs).lf_summary(y_gold)
-    coverage_unl = LFAnalysis(L_unl, lfs).lf_summary()["Coverage"]
-    summary["Coverage (unlabeled)"] = coverage_unl.values
-    metrics = {
-        "rows": float(len(out)),
-        "weak_rows": float(covered.sum()),
-        "unlabeled_rows": float((~covered).sum()),
-        "coverage": float(covered.mean()),
-        "gold_rows": float(len(gold)),
-        "gold_accuracy_label_model": gold_acc["label_model"],
-        "gold_accuracy_majority_vote": gold_acc["majority_vote"],
-        "weak_quality": quality,
-        "label_matrix_density": float((L_unl != -1).mean()),
-    }
-    _log(spec, lf_names, summary, metrics, chosen, unl_ref, gold_ref, labeled)
-    return LabelResult(
-        labeled=labeled,
-        model=chosen,
-        gold_accuracy=gold_acc,
-        unlabeled_rows=int((~covered).sum()),
-        metrics=metrics,
-    )
+    _log(spec, report, inputs={"unlabeled": unl_ref, "gold": gold_ref, "test": test_ref}, output=ref)
+    return _result(report, labeled=ref)
 
 
-def _log(spec, lf_names, summary, metrics, chosen, unl_ref, gold_ref, labeled) -> None:
-    import matplotlib
+def _run_file(spec: LabelSpec, lfs) -> LabelResult:
+    from mlsys.labeling.table_file import read_table, write_table
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    data = read_table(spec.data, spec.id_column, "--data")
+    gold = read_table(spec.gold, spec.id_column, "--gold") if spec.gold else None
+    labeled, report = _label(spec, lfs, data, gold, None, spec.label_column)
+    out = write_table(labeled, spec.out)
+    _log(spec, report, inputs={}, output=None)
+    return _result(report, out=out)
+
+
+def _result(report, labeled: DatasetRef | None = None, out: str = "") -> LabelResult:
+    return LabelResult(labeled=labeled, model=report.chosen, gold_accuracy=report.dev_accuracy,
+                       unlabeled_rows=int(report.metrics["unlabeled_rows"]), metrics=report.metrics, out=out,
+                       lf_errors=report.lf_errors)
+
+
+def _log(spec: LabelSpec, report, inputs: dict, output: DatasetRef | None) -> None:
     import mlflow
 
+    from mlsys.labeling.analysis import log_analysis
     from mlsys.tracking import tracker
 
     if mlflow.active_run() is None:
         return
-    tracker.log_input(unl_ref, "unlabeled")
-    tracker.log_input(gold_ref, "gold")
-    tracker.log_output(labeled)
-    mlflow.log_params({"lfs": spec.lfs, "n_lfs": len(lf_names), "epochs": spec.epochs, "seed": spec.seed})
-    mlflow.log_param("label_combiner", chosen)
-    mlflow.log_metrics(metrics)
-    table = summary.reset_index().rename(columns={"index": "lf"})
-    mlflow.log_table(table, "lf_summary.json")
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(lf_names) + 1))
-    ax.barh(table["lf"], table["Coverage (unlabeled)"], label="coverage (unlabeled)")
-    ax.barh(table["lf"], table["Emp. Acc."], alpha=0.5, label="accuracy on gold")
-    ax.set_xlim(0, 1)
-    ax.legend(loc="lower right")
-    ax.set_title("Labeling functions")
-    fig.tight_layout()
-    mlflow.log_figure(fig, "lf_coverage.png")
-    plt.close(fig)
+    for context, ref in inputs.items():
+        if ref is not None:
+            tracker.log_input(ref, context)
+    if output is not None:
+        tracker.log_output(output)
+    mlflow.log_params({"lfs": spec.lfs, "n_lfs": len(report.lf_table), "epochs": spec.epochs, "seed": spec.seed,
+                       "fault_tolerant": spec.fault_tolerant, "label_combiner": report.chosen,
+                       "calibrated": report.calibrated, "quality_source": report.quality_source})
+    if spec.data:
+        mlflow.log_params({"data": spec.data, "gold": spec.gold, "out": spec.out})
+    mlflow.log_metrics(report.metrics)
+    if report.lf_errors:
+        mlflow.log_dict({"errors": report.lf_errors, "first": report.lf_first_errors}, "lf_errors.json")
+    log_analysis(report.lf_table)

@@ -39,3 +39,22 @@ class HashingFeaturizer:
             offsets.append(len(ids))
             ids.extend(self.token_ids(text))
         return torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
+
+    def encode_padded(self, texts: Sequence[str], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (B, L) int64 padded with 0, bag_weight (B, L) float32: 1/len on a text's ids, 0 on padding.
+
+        The input of ``BagEmbedding``: fixed-shape rows that split into micro-batches. ``length`` pads
+        to a fixed L (at least the longest text's id count).
+        """
+        rows = [self.token_ids(t) for t in texts]
+        width = max([len(r) for r in rows] + [1])
+        if length is not None:
+            if length < width:
+                raise ValueError(f"encode_padded length={length} is too short: the longest text has {width} ids")
+            width = length
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        weight = torch.zeros(len(rows), width, dtype=torch.float32)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            weight[i, : len(r)] = 1.0 / len(r)
+        return ids, weight

@@ -2,6 +2,13 @@
 
 TextClassifier:  EmbeddingBag -> depth x residual MLP block -> linear head
     ids (T,), offsets (B,)  ->  (B, dim)  ->  (B, dim)  ->  (B, num_classes) logits
+
+Its ``pipeline_layers()`` is the same model as a list of depth + 2 layers that
+share its parameters, for the parallel strategies to split and shard:
+
+    BagEmbedding: ids (B, L), bag_weight (B, L) -> (B, dim)   [padded input: splits on dim 0]
+    Block x depth:                     (B, dim) -> (B, dim)
+    head:                              (B, dim) -> (B, num_classes)
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -45,6 +53,21 @@ class Block(nn.Module):
         return x + self.mlp(self.norm(x))
 
 
+class BagEmbedding(nn.Module):
+    """The classifier's EmbeddingBag on padded bags, so a batch splits into micro-batches along dim 0.
+
+    sum_j bag_weight[b, j] * E[ids[b, j]] with bag_weight = 1/len on real tokens and 0 on padding
+    equals the EmbeddingBag mean over the bag's tokens.
+    """
+
+    def __init__(self, embed: nn.EmbeddingBag):
+        super().__init__()
+        self.embed = embed
+
+    def forward(self, ids: torch.Tensor, bag_weight: torch.Tensor) -> torch.Tensor:  # (B, L), (B, L) -> (B, dim)
+        return F.embedding_bag(ids, self.embed.weight, mode="sum", per_sample_weights=bag_weight)
+
+
 class TextClassifier(nn.Module):
     def __init__(self, config: TextClassifierConfig):
         super().__init__()
@@ -58,3 +81,7 @@ class TextClassifier(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(x)  # (B, num_classes)
+
+    def pipeline_layers(self) -> list[nn.Module]:
+        """The model as depth + 2 layers (embedding, blocks, head) sharing this model's parameters."""
+        return [BagEmbedding(self.embed), *self.blocks, self.head]

@@ -2,22 +2,33 @@
 
 Only rows the label stage trusts (weight > 0) train; the loss is noise-aware,
 using ``label_proba`` as soft targets and ``weight`` per row.
+
+Strategies (``TrainSpec.strategy``): ``single`` trains in this process;
+``ddp`` and ``pipeline`` launch ``mlsys.training.job`` on ``nproc`` processes
+with torchrun (gloo on cpu, NCCL on cuda), stream its log, and log rank 0's
+metrics, the partition, stage times, bubble and schedule plot to MLflow. They
+checkpoint every ``checkpoint_every`` steps under ``<storage>/checkpoints/train/<key>``;
+a rerun with the same ``checkpoint_key`` (an Airflow retry) resumes there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlsys.errors import DataError
+from mlsys.errors import DataError, SpecError
 from mlsys.labeling.stage import LABELED
 from mlsys.spec import require
 from mlsys.storage import DatasetRef, DatasetStore
 
 MODEL_NAME_IN_RUN = "model"
+STRATEGIES = ("single", "ddp", "pipeline")
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,16 @@ class TrainSpec:
     num_buckets: int = 1 << 15
     seed: int = 0
     storage_uri: str = ""
+    strategy: str = "single"  # single | ddp | pipeline
+    nproc: int = 2  # processes per node: DDP replicas, or pipeline stages (K) x replicas
+    replicas: int = 1  # pipeline: data-parallel copies of the pipeline (pipeline x DDP); K = nproc / replicas
+    microbatches: int = 4  # pipeline: micro-batches per batch (M)
+    schedule: str = "gpipe"  # pipeline: gpipe | 1f1b
+    balance: str = ""  # pipeline: layers per stage, e.g. "2,2"; "" = balance by profiled time
+    rematerialize: bool = False  # pipeline: recompute activations in backward (activation checkpointing)
+    device: str = "cpu"  # cpu (gloo) | cuda (NCCL)
+    checkpoint_every: int = 20  # ddp/pipeline: optimizer steps between checkpoints; 0 = none
+    checkpoint_key: str = ""  # same key = resume (an Airflow retry); "" = a fresh key per run
 
     def __post_init__(self):
         require(self.epochs >= 1, "TrainSpec", "epochs", self.epochs, "use at least 1 epoch")
@@ -38,6 +59,51 @@ class TrainSpec:
         require(self.lr > 0, "TrainSpec", "lr", self.lr, "use a positive learning rate")
         require(self.dim >= 2, "TrainSpec", "dim", self.dim, "use a width of at least 2")
         require(self.depth >= 0, "TrainSpec", "depth", self.depth, "use 0 or more blocks")
+        require(self.strategy in STRATEGIES, "TrainSpec", "strategy", self.strategy, f"use one of {list(STRATEGIES)}")
+        require(self.device in ("cpu", "cuda"), "TrainSpec", "device", self.device, "use 'cpu' or 'cuda'")
+        require(self.nproc >= 1, "TrainSpec", "nproc", self.nproc, "use at least 1 process")
+        require(self.checkpoint_every >= 0, "TrainSpec", "checkpoint_every", self.checkpoint_every,
+                "use 0 (no checkpoints) or a positive number of steps")
+        require(all(c.isalnum() or c in "-_." for c in self.checkpoint_key), "TrainSpec", "checkpoint_key",
+                self.checkpoint_key, "use letters, digits, '-', '_' and '.' only")
+        if self.strategy == "ddp":
+            require(self.batch_size >= self.nproc, "TrainSpec", "batch_size", self.batch_size,
+                    f"DDP needs at least one row per process: use a batch of at least nproc={self.nproc}")
+        if self.strategy != "pipeline":
+            return
+        layers = self.depth + 2  # embedding, blocks, head
+        require(self.replicas >= 1 and self.nproc % self.replicas == 0, "TrainSpec", "replicas", self.replicas,
+                f"use a divisor of nproc={self.nproc}: nproc = stages x replicas")
+        stages = self.nproc // self.replicas
+        require(stages >= 2, "TrainSpec", "nproc", self.nproc,
+                f"a pipeline needs at least 2 stages: nproc / replicas = {stages}")
+        require(stages <= layers, "TrainSpec", "nproc", self.nproc,
+                f"the model has {layers} layers (depth + 2) and cannot be split into {stages} stages: "
+                f"use at most {layers} stages or a larger depth")
+        require(self.batch_size % self.replicas == 0, "TrainSpec", "batch_size", self.batch_size,
+                f"use a multiple of replicas={self.replicas}")
+        require(self.schedule in ("gpipe", "1f1b"), "TrainSpec", "schedule", self.schedule, "use 'gpipe' or '1f1b'")
+        rows = self.batch_size // self.replicas  # per copy of the pipeline
+        require(1 <= self.microbatches <= rows, "TrainSpec", "microbatches", self.microbatches,
+                f"use between 1 and {rows} micro-batches (batch_size={self.batch_size} / replicas={self.replicas})")
+        require(rows % self.microbatches == 0, "TrainSpec", "batch_size", self.batch_size,
+                f"use a multiple of microbatches x replicas={self.microbatches * self.replicas} (equal micro-batches)")
+        if self.schedule == "1f1b":
+            require(self.microbatches >= stages, "TrainSpec", "microbatches", self.microbatches,
+                    f"1F1B needs at least as many micro-batches as stages ({stages})")
+        if self.balance:
+            parts = self.balance.replace(" ", "").split(",")
+            require(all(p.isdigit() and int(p) >= 1 for p in parts), "TrainSpec", "balance", self.balance,
+                    "give positive layer counts separated by commas, e.g. '2,2'")
+            counts = [int(p) for p in parts]
+            require(len(counts) == stages, "TrainSpec", "balance", self.balance,
+                    f"give one count per stage ({stages} stages)")
+            require(sum(counts) == layers, "TrainSpec", "balance", self.balance,
+                    f"the counts sum to {sum(counts)} but the model has {layers} layers (depth + 2): make them sum to {layers}")
+
+    @property
+    def balance_counts(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.balance.replace(" ", "").split(",")) if self.balance else ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +139,8 @@ def run(spec: TrainSpec) -> TrainResult:
 
     featurizer = HashingFeaturizer(num_buckets=spec.num_buckets)
     mcfg = TextClassifierConfig(num_buckets=spec.num_buckets, dim=spec.dim, depth=spec.depth)
+    if spec.strategy != "single":
+        return _run_distributed(spec, store, ref, df, featurizer, mcfg)
     tcfg = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
     torch.manual_seed(spec.seed)
     model = TextClassifier(mcfg)
@@ -97,6 +165,92 @@ def run(spec: TrainSpec) -> TrainResult:
         _log_curve(summary["history"])
         model_uri = log_model(model, featurizer, mcfg, df["text"].head(5).tolist())
     return TrainResult(dataset=ref, model_uri=model_uri, run_id=tracker.active_run_id(), train_rows=len(df), metrics=metrics)
+
+
+def _job_config(spec: TrainSpec, mcfg, checkpoint_uri: str):
+    from mlsys.training.job import JobConfig, available_devices
+
+    devices = available_devices(spec.device)
+    require(spec.nproc <= devices, "TrainSpec", "nproc", spec.nproc,
+            f"only {devices} {spec.device} device(s) here: use nproc <= {devices}")
+    try:
+        return JobConfig(model=mcfg.to_json(), strategy=spec.strategy, nproc=spec.nproc, epochs=spec.epochs,
+                         batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed, microbatches=spec.microbatches,
+                         schedule=spec.schedule, balance=spec.balance_counts, replicas=spec.replicas,
+                         rematerialize=spec.rematerialize,
+                         device=spec.device, checkpoint_uri=checkpoint_uri, checkpoint_every=spec.checkpoint_every)
+    except ValueError as exc:
+        raise SpecError(f"TrainSpec: {exc}") from exc
+
+
+def checkpoint_uri(spec: TrainSpec, store: DatasetStore, ref: DatasetRef) -> str:
+    """<storage root>/checkpoints/train/<key>: the spec's key, or a fresh one (no resume)."""
+    key = spec.checkpoint_key or f"{ref.version[:12]}-{uuid.uuid4().hex[:12]}"
+    digest = hashlib.sha256(json.dumps({**spec.__dict__, "checkpoint_key": "", "storage_uri": ""},
+                                       sort_keys=True).encode()).hexdigest()[:8]
+    return f"{store.root_uri.rstrip('/')}/checkpoints/train/{key}-{digest}"  # a changed spec never resumes another's state
+
+
+def _run_distributed(spec: TrainSpec, store: DatasetStore, ref: DatasetRef, df, featurizer, mcfg) -> TrainResult:
+    """Launch the torchrun job, stream its log, track rank 0's events, and log the model from its weights."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from mlsys.tracking import tracker
+    from mlsys.training import report
+    from mlsys.training.launcher import launch, parse_event
+    from mlsys.training.model import TextClassifier
+
+    ckpt = checkpoint_uri(spec, store, ref) if spec.checkpoint_every else ""
+    cfg = _job_config(spec, mcfg, ckpt)  # every bad input fails here, before a process is spawned
+    tracking = mlflow.active_run() is not None
+    if tracking:
+        tracker.log_input(ref, "training")
+        mlflow.log_params({**mcfg.to_json(), "epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr,
+                           "seed": spec.seed, "strategy": spec.strategy, "train_rows": len(df), "nproc": spec.nproc,
+                           "device": spec.device, "checkpoint_every": spec.checkpoint_every, "checkpoint_uri": ckpt})
+        if spec.strategy == "pipeline":
+            mlflow.log_params({"microbatches": spec.microbatches, "schedule": spec.schedule,
+                               "rematerialize": spec.rematerialize, "replicas": spec.replicas,
+                               "stages": spec.nproc // spec.replicas})
+
+    def on_line(line: str) -> None:
+        print(line, end="", flush=True)  # the job's log, streamed into the task's log
+        event = parse_event(line)
+        if event and tracking:
+            if event["kind"] == "metrics":
+                mlflow.log_metrics(event["metrics"], step=event["step"])
+            elif event["kind"] == "partition":
+                report.log_partition(event)
+
+    work = Path(tempfile.mkdtemp(prefix="mlsys-train-"))
+    try:
+        ids, bag = featurizer.encode_padded(df["text"].tolist())
+        torch.save({"ids": ids, "bag": bag, "weight": torch.tensor(df["weight"].to_numpy(), dtype=torch.float32),
+                    "proba": torch.tensor(np.stack(df["label_proba"].to_numpy()), dtype=torch.float32)},
+                   work / "data.pt")
+        (work / "job.json").write_text(json.dumps(cfg.to_json()))
+        launch(["-m", "mlsys.training.job", str(work)], spec.nproc, on_line=on_line)
+        summary = json.loads((work / "result.json").read_text())
+        weights = torch.load(work / "result.pt", weights_only=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    model = TextClassifier(mcfg)
+    for i, layer in enumerate(model.pipeline_layers()):
+        layer.load_state_dict(weights[i])
+    metrics = {"final_train_loss": summary["final_loss"], "steps": float(summary["steps"]),
+               "throughput_samples_per_s": summary["samples_per_s"]}
+    model_uri = ""
+    if tracking:
+        mlflow.log_metrics(metrics)
+        _log_curve(summary["history"])
+        if summary.get("timeline"):
+            report.log_timeline(summary["timeline"])
+        model_uri = log_model(model, featurizer, mcfg, df["text"].head(5).tolist())
+    return TrainResult(dataset=ref, model_uri=model_uri, run_id=tracker.active_run_id(), train_rows=len(df),
+                       metrics=metrics)
 
 
 def log_model(model, featurizer, mcfg, example_texts: list[str]) -> str:

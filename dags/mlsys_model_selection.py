@@ -1,0 +1,102 @@
+"""
+### mlsys model selection: a grid of configurations → the best → champion gate
+
+Trigger it with a **grid** (a dict of lists: every combination is a candidate) or a **list** of
+configurations, e.g. `{"lr": [0.003, 0.01], "dim": [32, 64], "depth": [1, 2]}`. Keys: `lr`, `dim`,
+`depth`, `dropout`, `batch_size`, `epochs`, `optimizer` (`adam`/`sgd`); an unknown key or a bad value
+fails **plan** before anything trains.
+
+- `mode=sharp`: **select_sharp** trains every candidate in one task with SHARP (Hydra's shard
+  alternator) on `workers` devices of one node; a candidate bigger than `budget_mb` is spilled.
+- `mode=mapped`: **select_one** is mapped over the candidates, one Airflow task each, across workers.
+
+Each candidate is a nested MLflow run (its config, loss curve and validation metrics); a comparison
+plot is logged. **pick** keeps the best on the validation `metric` (held-out gold rows), and
+**evaluate_register** registers it as `challenger` and promotes it to `champion` only if it beats the
+champion on the test split (`gate_metric`). Emits `champion_model`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from mlsys.orchestration import CHAMPION_MODEL, run_in_task
+
+
+@dag(
+    dag_id="mlsys_model_selection",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["mlsys", "train", "model-selection", "registry"],
+    doc_md=__doc__,
+    default_args={"owner": "mlsys", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    params={
+        "grid": Param({"lr": [0.003, 0.01], "dim": [32, 64]}, type=["object", "array"],
+                      description="A grid (dict of lists: all combinations) or a list of configurations. Keys: lr, dim, depth, dropout, batch_size, epochs, optimizer."),
+        "mode": Param("sharp", enum=["sharp", "mapped"], description="sharp: all candidates in one task with SHARP on this node's devices; mapped: one Airflow task per candidate."),
+        "metric": Param("f1", enum=["f1", "accuracy", "precision", "recall"], description="Validation metric the best candidate is chosen on."),
+        "workers": Param(2, type="integer", minimum=1, description="SHARP worker processes (devices) in sharp mode."),
+        "device": Param("cpu", enum=["cpu", "cuda"], description="Device type of the workers (cuda: cuda:0 .. cuda:workers-1)."),
+        "budget_mb": Param(0.0, type="number", minimum=0, description="Device memory per candidate in MiB; a bigger candidate is spilled. 0 = no limit."),
+        "val_fraction": Param(0.3, type="number", exclusiveMinimum=0, exclusiveMaximum=1, description="Share of gold rows held out for validation."),
+        "dataset_version": Param("validated", type="string", description="comments_labeled version: 'validated' (last to pass validation) or a version id."),
+        "seed": Param(0, type="integer", description="Seed for initialisation, shuffling and the validation split."),
+        "gate_metric": Param("f1", enum=["f1", "accuracy", "precision", "recall"], description="Metric the challenger must beat the champion on (test split)."),
+    },
+)
+def mlsys_model_selection():
+    @task
+    def plan(params=None) -> dict:
+        from mlsys.training.selection import expand
+
+        return {"mode": params["mode"], "candidates": expand(params["grid"])}
+
+    @task.branch
+    def choose_mode(planned: dict) -> str:
+        return "select_sharp" if planned["mode"] == "sharp" else "candidate_grids"
+
+    @task
+    def select_sharp(params=None) -> dict:
+        import json
+
+        return run_in_task("select", params, grid=json.dumps(params["grid"]))
+
+    @task
+    def candidate_grids(planned: dict) -> list[str]:
+        import json
+
+        return [json.dumps([c]) for c in planned["candidates"]]
+
+    @task
+    def select_one(grid: str, params=None) -> dict:
+        return run_in_task("select", params, grid=grid, workers=1)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def pick(sharp: dict | None, mapped: list | None, params=None) -> dict:
+        results = [r for r in ([sharp] if sharp else []) + list(mapped or []) if r]
+        if not results:
+            raise ValueError("no candidate trained: neither select_sharp nor select_one returned a result")
+
+        def score(r: dict) -> float:
+            return next(c["val"][params["metric"]] for c in r["candidates"] if c["name"] == r["best"])
+
+        best = max(results, key=score)
+        return {"model_uri": best["model_uri"], "best": best["best"], "score": score(best)}
+
+    @task(outlets=[CHAMPION_MODEL])
+    def evaluate_register(picked: dict, params=None) -> dict:
+        return run_in_task("evaluate", params, model_uri=picked["model_uri"])
+
+    planned = plan()
+    choice = choose_mode(planned)
+    sharp = select_sharp()
+    grids = candidate_grids(planned)
+    mapped = select_one.expand(grid=grids)
+    choice >> [sharp, grids]
+    evaluate_register(pick(sharp, mapped))
+
+
+dag = mlsys_model_selection()

@@ -1,0 +1,424 @@
+"""The incremental inference engine: Krypton's incremental view maintenance for a stream of frames.
+
+    frame t ──detect vs base input──► boxes ──► per layer (graph order):
+        window layer   boxes ─out_box─► merged out boxes ─in_window─► read base+patches ─op─► patches
+        pointwise      same boxes, op on the patches
+        residual add   union of both inputs' boxes
+        global / head  whole map (base + patches) ─► recomputed in full
+    then the last frame of the micro-batch is committed: its patches are written into the base views.
+
+Frames of one micro-batch (``batch_frames``) are all diffed against the same
+base, so their patches of equal size run through each layer in one call
+(Krypton's multi-query batching). With ``batch_frames=1`` every frame is
+diffed against the frame before it, which gives the smallest regions.
+
+Exact mode: each output equals full inference on the frame the engine saw
+(the base input with the detected boxes replaced by the new frame's pixels).
+Approximate mode: patches are cut at ``tau`` of a map's side, and a new base
+frame (full inference) comes every ``refresh_every`` frames; the error is for
+the caller to measure against full inference, never assumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from mlsys.streaming.propagation import (AddRule, FullRule, PointwiseRule, UnsupportedLayerError, WindowRule,
+                                         describe, rule_for)
+from mlsys.streaming.region import Box, detect_changes, merge_boxes
+from mlsys.streaming.views import Delta, Views
+
+MODES = ("exact", "approx")
+
+
+class FrameSizeError(ValueError):
+    """A frame whose shape is not the one the engine was built for."""
+
+
+def _require(ok: bool, field_name: str, value: Any, fix: str) -> None:
+    if not ok:
+        raise ValueError(f"EngineConfig.{field_name}={value!r} is invalid: {fix}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine detects changes, propagates them and refreshes its base frame."""
+
+    mode: str = "exact"
+    threshold: float = 16 / 255  # per-pixel change threshold, in the frame's units (pixels in [0, 1])
+    tile: int = 16  # change-detection tile side, in pixels
+    min_pixels: int = 1  # changed pixels a tile needs to count as changed
+    tau: float = 0.25  # approx: a patch side is cut at tau x the map side (exact mode ignores it)
+    refresh_every: int = 0  # approx: full inference on a new base frame every N frames (0: never)
+    refresh_share: float = 0.6  # full inference when the changed boxes cover more than this share
+    max_cost: float = 0.8  # full inference when propagating would cost more than this share of its FLOPs
+    merge_slack: float = 1.25  # merge two boxes when their hull is at most this x their union
+    max_boxes: int = 64  # per layer and frame
+    batch_frames: int = 1  # frames diffed against one base and propagated together
+    parallel_flops: float = 3e8  # ops smaller than this run on one thread (see _threads)
+    on_unsupported: str = "error"  # or "fallback": recompute in full from that layer on
+
+    def __post_init__(self) -> None:
+        _require(self.mode in MODES, "mode", self.mode, f"use one of {MODES}")
+        _require(0 <= self.threshold < 1, "threshold", self.threshold, "use a value in [0, 1), e.g. 16/255")
+        _require(self.tile >= 1, "tile", self.tile, "use a tile side of at least 1 pixel, e.g. 16")
+        _require(self.min_pixels >= 1, "min_pixels", self.min_pixels, "use at least 1")
+        _require(0 < self.tau <= 1, "tau", self.tau, "use a share in (0, 1]; 1 means no truncation")
+        _require(self.refresh_every >= 0, "refresh_every", self.refresh_every, "use 0 (never) or a frame count")
+        _require(0 < self.refresh_share <= 1, "refresh_share", self.refresh_share, "use a share in (0, 1]")
+        _require(self.max_cost > 0, "max_cost", self.max_cost, "use a positive share of full FLOPs, e.g. 0.8")
+        _require(self.merge_slack >= 1, "merge_slack", self.merge_slack, "use a factor >= 1, e.g. 1.25")
+        _require(self.max_boxes >= 1, "max_boxes", self.max_boxes, "use at least 1")
+        _require(self.parallel_flops >= 0, "parallel_flops", self.parallel_flops, "use 0 or more FLOPs")
+        _require(self.batch_frames >= 1, "batch_frames", self.batch_frames, "use at least 1 frame per batch")
+        _require(self.on_unsupported in ("error", "fallback"), "on_unsupported", self.on_unsupported,
+                 "use 'error' or 'fallback'")
+
+    @property
+    def effective_tau(self) -> float:
+        return self.tau if self.mode == "approx" else 1.0
+
+
+@dataclass(frozen=True)
+class FrameStat:
+    """What the engine did for one frame."""
+
+    refreshed: bool  # full inference on a new base frame
+    changed_share: float  # share of pixels over the threshold
+    box_share: float  # share of the frame covered by the detected boxes
+    boxes: int
+    flops: float  # FLOPs spent on this frame
+    latency_s: float  # wall time (a micro-batch's time is split evenly over its frames)
+
+
+@dataclass
+class _Step:
+    node: fx.Node
+    rule: Any
+    spatial: bool
+    inputs: list[str]
+    out_hw: tuple[int, int] | None = None
+    full_flops: float = 0.0
+    needs_view: bool = False
+    consumers: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """Run with ``n`` intra-op threads. Patch ops are small: waking a thread pool for each costs more than
+    it saves, and on a loaded machine a pool's barrier waits for a descheduled thread (100x slower)."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
+
+
+def _tensor_inputs(node: fx.Node) -> list[str]:
+    found: list[str] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n.name))
+    return found
+
+
+class IncrementalEngine:
+    """Streams frames (3, H, W) through ``model`` incrementally; see the module doc."""
+
+    def __init__(self, model: nn.Module, frame_shape: tuple[int, int, int], config: EngineConfig | None = None):
+        from torch.fx.passes.shape_prop import ShapeProp
+
+        self.config = config or EngineConfig()
+        self.frame_shape = tuple(int(s) for s in frame_shape)
+        self.model = model.eval()
+        self.gm = fx.symbolic_trace(self.model)
+        with torch.no_grad():
+            ShapeProp(self.gm).propagate(torch.zeros(1, *self.frame_shape))
+        self.fallbacks: list[str] = []
+        self.steps = self._plan()
+        self.full_flops = sum(s.full_flops for s in self.steps)
+        self.head_flops = sum(s.full_flops for s in self.steps if not s.spatial)
+        self.views: Views | None = None
+        self.since_refresh = 0
+        self.threads = torch.get_num_threads()  # for full inference and large patches; small ones use one
+
+    # -- planning -----------------------------------------------------------
+    def _plan(self) -> list[_Step]:
+        steps: list[_Step] = []
+        by_name: dict[str, _Step] = {}
+        for node in self.gm.graph.nodes:
+            if node.op == "output":
+                self.output_name = node.args[0].name if isinstance(node.args[0], fx.Node) else None
+                if self.output_name is None:
+                    raise UnsupportedLayerError("the model must return a single tensor")
+                by_name[self.output_name].needs_view = True
+                continue
+            meta = node.meta.get("tensor_meta")
+            shape = tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
+            inputs = _tensor_inputs(node)
+            for name in inputs:
+                by_name[name].consumers.append(node.name)
+            if node.op == "placeholder":
+                step = _Step(node, None, True, [], (shape[2], shape[3]))
+            elif node.op == "get_attr":
+                step = _Step(node, FullRule(), False, [])
+            else:
+                channels = shape[1] if len(shape) == 4 else 0
+                rule = rule_for(node, self.gm, channels)
+                spatial_in = [by_name[n].spatial for n in inputs]
+                spatial = (isinstance(rule, (WindowRule, PointwiseRule, AddRule)) and len(shape) == 4
+                           and bool(spatial_in) and all(spatial_in))
+                if isinstance(rule, AddRule) and spatial:
+                    spatial = len(inputs) == 2 and all(tuple(by_name[n].node.meta["tensor_meta"].shape) == shape
+                                                       for n in inputs)
+                    if not spatial:
+                        rule = "an addition with broadcasting or a constant"
+                if isinstance(rule, WindowRule | PointwiseRule) and spatial and len(inputs) != 1:
+                    spatial, rule = False, "a layer with several tensor inputs"
+                if not spatial and isinstance(rule, str) and any(spatial_in):
+                    msg = (f"{describe(node, self.gm)} is not supported by the incremental engine: {rule}. It "
+                           "propagates patches through Conv2d, MaxPool2d/AvgPool2d, BatchNorm2d (eval), ReLU-type "
+                           "activations and residual additions, and recomputes global pooling, flatten and linear "
+                           "layers in full")
+                    if self.config.on_unsupported == "error":
+                        raise UnsupportedLayerError(msg + "; replace the layer, or use on_unsupported='fallback' "
+                                                          "to recompute in full from this layer on")
+                    self.fallbacks.append(msg)
+                    warnings.warn(msg + "; recomputing in full from this layer on", stacklevel=2)
+                step = _Step(node, rule, spatial, inputs, (shape[2], shape[3]) if spatial else None)
+                if not spatial:
+                    for name in inputs:
+                        by_name[name].needs_view = True
+                elif isinstance(rule, (WindowRule, AddRule)):
+                    for name in inputs:
+                        by_name[name].needs_view = True
+            step.full_flops = self._flops(step, shape)
+            steps.append(step)
+            by_name[node.name] = step
+        self.input_name = next(s.node.name for s in steps if s.node.op == "placeholder")
+        by_name[self.input_name].needs_view = True
+        return steps
+
+    def _flops(self, step: _Step, shape: tuple) -> float:
+        if step.spatial and step.rule is not None:
+            return step.rule.cost * shape[2] * shape[3]
+        node = step.node
+        numel = 1
+        for s in shape:
+            numel *= s
+        if node.op == "call_module":
+            m = self.gm.get_submodule(node.target)
+            if isinstance(m, nn.Linear):
+                return 2.0 * m.in_features * m.out_features
+            if isinstance(m, nn.Conv2d):
+                return 2.0 * numel * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        if node.op in ("placeholder", "get_attr"):
+            return 0.0
+        ins = [n for n in node.all_input_nodes if "tensor_meta" in n.meta and hasattr(n.meta["tensor_meta"], "shape")]
+        in_numel = max((int(torch.Size(n.meta["tensor_meta"].shape).numel()) for n in ins), default=numel)
+        return float(max(numel, in_numel))
+
+    # -- execution ------------------------------------------------------------
+    def _call(self, node: fx.Node, env: dict[str, Any]) -> Any:
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: env[n.name])
+        if node.op == "get_attr":
+            obj: Any = self.gm
+            for part in node.target.split("."):
+                obj = getattr(obj, part)
+            return obj
+        if node.op == "call_module":
+            m = self.gm.get_submodule(node.target)
+            if getattr(m, "inplace", False):  # views are kept: nothing may be overwritten in place
+                args = (args[0].clone(), *args[1:])
+            return m(*args, **kwargs)
+        if node.op == "call_function":
+            fn = operator.add if node.target is operator.iadd else node.target
+            if kwargs.get("inplace"):
+                kwargs = {**kwargs, "inplace": False}
+            return fn(*args, **kwargs)
+        if node.target.endswith("_"):
+            args = (args[0].clone(), *args[1:])
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+
+    def _check(self, frame: torch.Tensor) -> None:
+        if tuple(frame.shape) != self.frame_shape:
+            c, h, w = self.frame_shape
+            raise FrameSizeError(
+                f"frame of shape {tuple(frame.shape)} does not fit this engine, built for {self.frame_shape} "
+                f"(channels, height, width): resize frames to {w}x{h} (width x height) before streaming them")
+
+    @torch.no_grad()
+    def full(self, frame: torch.Tensor) -> torch.Tensor:
+        """Full inference on one frame (3, H, W) -> the model's output for it, (1, ...)."""
+        return self.model(frame[None])
+
+    @torch.no_grad()
+    def materialise(self, frame: torch.Tensor) -> torch.Tensor:
+        """Full inference on ``frame``, kept as the new base views; returns the output (1, ...)."""
+        self._check(frame)
+        with _threads(self.threads):
+            return self._materialise(frame)
+
+    def _materialise(self, frame: torch.Tensor) -> torch.Tensor:
+        env: dict[str, Any] = {}
+        kept: dict[str, torch.Tensor] = {}
+        seen: set[int] = set()
+        for step in self.steps:
+            name = step.node.name
+            env[name] = frame[None].clone() if step.node.op == "placeholder" else self._call(step.node, env)
+            if step.needs_view:
+                value = env[name]
+                if value.data_ptr() in seen:  # an identity layer: its view must not alias another
+                    value = value.clone()
+                seen.add(value.data_ptr())
+                kept[name] = value
+        self.views = Views(kept)
+        self.since_refresh = 0
+        return env[self.output_name]
+
+    def plan(self, boxes: list[Box]) -> tuple[dict[str, list[Box]], float]:
+        """The boxes every spatial layer recomputes for a frame whose input changed in ``boxes``, and the FLOPs.
+
+        Box arithmetic only: the engine uses it to decide, before any tensor
+        work, whether full inference is cheaper.
+        """
+        cfg, tau = self.config, self.config.effective_tau
+        regions: dict[str, list[Box]] = {}
+        flops = self.head_flops
+        for step in self.steps:
+            if not step.spatial:
+                continue
+            name, rule = step.node.name, step.rule
+            if step.node.op == "placeholder":
+                out = list(boxes)
+            elif isinstance(rule, PointwiseRule):
+                out = regions[step.inputs[0]]
+            elif isinstance(rule, WindowRule):
+                mapped = (rule.out_box(b, step.out_hw, tau) for b in regions[step.inputs[0]])
+                out = merge_boxes([o for o in mapped if o is not None], cfg.merge_slack, cfg.max_boxes)
+            else:
+                out = merge_boxes([b for src in step.inputs for b in regions[src]], cfg.merge_slack, cfg.max_boxes)
+            regions[name] = out
+            if rule is not None:
+                flops += rule.cost * sum(b.area for b in out)
+        return regions, flops
+
+    @torch.no_grad()
+    def _propagate(self, frames: list[torch.Tensor], plans: list[dict[str, list[Box]]]) -> tuple[torch.Tensor, dict[str, Delta]]:
+        """Run one micro-batch of frames, with their plans, against the base views: outputs (F, ...), deltas."""
+        assert self.views is not None
+        views, frame_ids = self.views, list(range(len(frames)))
+        deltas: dict[str, Delta] = {}
+        full_env: dict[str, Any] = {}
+        for step in self.steps:
+            name, rule = step.node.name, step.rule
+            if not step.spatial:
+                env = {src: views.materialise(src, deltas.get(src), frame_ids) if src in deltas else full_env[src]
+                       for src in step.inputs}
+                with _threads(self.threads):
+                    full_env[name] = self._call(step.node, env)
+                continue
+            delta = Delta()
+            if isinstance(rule, PointwiseRule):
+                for entries, values in deltas[step.inputs[0]].groups:
+                    with _threads(self._threads_for(rule.cost * values[0, 0].numel() * len(entries))):
+                        delta.add(entries, rule.apply(values))
+                deltas[name] = delta
+                continue
+            grouped: dict[tuple[int, int], list[tuple[int, Box]]] = defaultdict(list)
+            for f in frame_ids:
+                for b in plans[f][name]:
+                    grouped[(b.h, b.w)].append((f, b))
+            for items in grouped.values():
+                if step.node.op == "placeholder":
+                    values = torch.stack([frames[f][:, b.y0:b.y1, b.x0:b.x1] for f, b in items])
+                elif isinstance(rule, WindowRule):
+                    src = step.inputs[0]
+                    x = views.read_windows(src, deltas[src], [(f, rule.in_window(b)) for f, b in items], rule.pad_value)
+                    with _threads(self._threads_for(rule.cost * items[0][1].area * len(items))):
+                        values = rule.apply(x)
+                else:
+                    a, b = (views.read_windows(s, deltas[s], items) for s in step.inputs)
+                    values = a + b
+                delta.add(items, values)
+            deltas[name] = delta
+        out = self.output_name
+        outputs = views.materialise(out, deltas.get(out), frame_ids) if out in deltas else full_env[out]
+        return outputs, deltas
+
+    def _threads_for(self, flops: float) -> int:
+        return self.threads if flops >= self.config.parallel_flops else 1
+
+    def _commit(self, deltas: dict[str, Delta], frame: int) -> None:
+        assert self.views is not None
+        for step in self.steps:
+            if step.spatial and step.needs_view and step.node.name in deltas:
+                self.views.commit(step.node.name, deltas[step.node.name], frame)
+
+    @torch.no_grad()
+    def process(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[FrameStat]]:
+        """Stream frames (N, 3, H, W) in [0, 1] through the engine, in order; state carries over calls.
+
+        Returns the outputs (N, ...) and one FrameStat per frame. A frame gets
+        full inference (and becomes the new base) when it is the first, when
+        its boxes cover more than ``refresh_share``, when propagating it would
+        cost more than ``max_cost`` of full inference, or (approx) every
+        ``refresh_every`` frames.
+        """
+        with _threads(1):
+            return self._process(frames)
+
+    def _process(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[FrameStat]]:
+        cfg = self.config
+        outputs: list[torch.Tensor | None] = [None] * len(frames)
+        stats: list[FrameStat | None] = [None] * len(frames)
+        pending: list[tuple[int, dict[str, list[Box]], FrameStat]] = []
+        area = self.frame_shape[1] * self.frame_shape[2]
+
+        def flush() -> None:
+            if not pending:
+                return
+            t0 = time.perf_counter()
+            out, deltas = self._propagate([frames[i] for i, _, _ in pending], [p for _, p, _ in pending])
+            self._commit(deltas, len(pending) - 1)
+            per = (time.perf_counter() - t0) / len(pending)
+            for k, (i, _, stat) in enumerate(pending):
+                outputs[i] = out[k:k + 1]
+                stats[i] = replace(stat, latency_s=stat.latency_s + per)
+            pending.clear()
+
+        for i, frame in enumerate(frames):
+            self._check(frame)
+            t0 = time.perf_counter()
+            if self.views is None:
+                outputs[i] = self.materialise(frame)
+                stats[i] = FrameStat(True, 1.0, 1.0, 1, self.full_flops, time.perf_counter() - t0)
+                continue
+            boxes, share = detect_changes(frame, self.views.tensors[self.input_name][0], cfg.threshold, cfg.tile,
+                                          cfg.min_pixels)
+            box_share = sum(b.area for b in boxes) / area
+            regions, flops = self.plan(boxes)
+            due = cfg.mode == "approx" and cfg.refresh_every and self.since_refresh + 1 >= cfg.refresh_every
+            if box_share > cfg.refresh_share or flops > cfg.max_cost * self.full_flops or due:
+                flush()
+                t0 = time.perf_counter()
+                outputs[i] = self.materialise(frame)
+                stats[i] = FrameStat(True, share, box_share, len(boxes), self.full_flops, time.perf_counter() - t0)
+                continue
+            self.since_refresh += 1
+            pending.append((i, regions, FrameStat(False, share, box_share, len(boxes), flops,
+                                                  time.perf_counter() - t0)))
+            if len(pending) >= cfg.batch_frames:
+                flush()
+        flush()
+        return torch.cat(outputs), stats  # type: ignore[arg-type]

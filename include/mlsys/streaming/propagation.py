@@ -1,0 +1,216 @@
+"""Propagation rules: which output region an input patch reaches, per layer type.
+
+    window     conv, max/avg pool    out box = every output whose window touches the patch;
+                                     computed from the input window around it (halo included)
+    pointwise  batch norm (eval), ReLU-type activations, dropout (eval)     out box = in box
+    add        residual addition     out region = union of both inputs' regions
+    full       global pooling, flatten, linear      recomputed in full (cheap, not spatial)
+
+Along one axis, with kernel k, stride s, padding p, dilation d and an input
+patch [a, b), output o reads inputs [o*s - p, o*s - p + (k-1)*d], so::
+
+    affected outputs  lo = ceil((a + p - (k-1)d) / s)    hi = floor((b - 1 + p) / s) + 1
+    input window      [lo*s - p, (hi-1)*s - p + (k-1)d + 1)     (may stick out: padded)
+
+Approximate mode (Krypton's tau): an output box whose side would exceed
+``tau`` x the map's side is cut back symmetrically, never below its core (the
+outputs whose window *centre* lies in the patch), so patches stop growing in
+deep layers and the rest of the map keeps its materialised values.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from mlsys.streaming.region import Box
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer the incremental engine cannot propagate a patch through."""
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _axis(a: int, b: int, n_out: int, k: int, s: int, p: int, d: int, tau: float) -> tuple[int, int] | None:
+    ext = (k - 1) * d
+    lo = max(0, math.ceil((a + p - ext) / s))
+    hi = min(n_out, (b - 1 + p) // s + 1)
+    if lo >= hi:
+        return None
+    if tau >= 1.0:
+        return lo, hi
+    c = ext / 2
+    clo = min(max(lo, math.ceil((a + p - c) / s)), hi - 1)
+    chi = max(min(hi, math.floor((b - 1 + p - c) / s) + 1), clo + 1)
+    allowed = max(chi - clo, math.ceil(tau * n_out))
+    if hi - lo > allowed:
+        cut = hi - lo - allowed
+        lo, hi = min(lo + cut // 2, clo), max(hi - (cut - cut // 2), chi)
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class WindowRule:
+    """A sliding-window layer (conv, pool): computed on padded input windows around each patch."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    pad_value: float
+    apply: Callable[[torch.Tensor], torch.Tensor]  # (N, Cin, h_in, w_in) unpadded op -> (N, Cout, h, w)
+    cost: float  # FLOPs per output position (all channels)
+    kind: str = "window"
+
+    def out_box(self, box: Box, out_hw: tuple[int, int], tau: float = 1.0) -> Box | None:
+        ys = _axis(box.y0, box.y1, out_hw[0], self.kernel[0], self.stride[0], self.padding[0], self.dilation[0], tau)
+        xs = _axis(box.x0, box.x1, out_hw[1], self.kernel[1], self.stride[1], self.padding[1], self.dilation[1], tau)
+        if ys is None or xs is None:
+            return None
+        return Box(ys[0], ys[1], xs[0], xs[1])
+
+    def in_window(self, out: Box) -> Box:
+        (sy, sx), (py, px) = self.stride, self.padding
+        ey, ex = (self.kernel[0] - 1) * self.dilation[0], (self.kernel[1] - 1) * self.dilation[1]
+        return Box(out.y0 * sy - py, (out.y1 - 1) * sy - py + ey + 1, out.x0 * sx - px, (out.x1 - 1) * sx - px + ex + 1)
+
+
+@dataclass(frozen=True)
+class PointwiseRule:
+    """An elementwise layer: a patch maps to the same box."""
+
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    cost: float
+    kind: str = "pointwise"
+
+
+@dataclass(frozen=True)
+class AddRule:
+    """A residual addition of two maps of the same shape."""
+
+    cost: float
+    kind: str = "add"
+
+
+@dataclass(frozen=True)
+class FullRule:
+    """A non-spatial layer (global pooling, flatten, linear): recomputed in full from the whole map."""
+
+    kind: str = "full"
+
+
+Rule = WindowRule | PointwiseRule | AddRule | FullRule
+
+_POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh,
+                      nn.Hardswish, nn.Hardsigmoid, nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d)
+_POINTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.silu, F.gelu, torch.sigmoid, F.sigmoid,
+                        torch.tanh, F.hardswish, F.elu, F.dropout}
+_POINTWISE_METHODS = {"relu", "sigmoid", "tanh"}
+_GLOBAL_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear, nn.Softmax, nn.LogSoftmax)
+_GLOBAL_FUNCTIONS = {torch.flatten, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.linear, torch.mean, F.softmax,
+                     torch.softmax, F.log_softmax}
+_GLOBAL_METHODS = {"flatten", "view", "reshape", "mean", "size", "softmax", "squeeze"}
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+
+
+def describe(node: fx.Node, gm: fx.GraphModule) -> str:
+    """A node as a user knows it: its module path and type, or the function it calls."""
+    if node.op == "call_module":
+        return f"layer {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
+    if node.op == "call_function":
+        return f"function {getattr(node.target, '__name__', node.target)!s} (node {node.name!r})"
+    return f"method .{node.target}() (node {node.name!r})"
+
+
+def _conv_rule(m: nn.Conv2d) -> WindowRule | str:
+    if m.padding_mode != "zeros":
+        return f"padding_mode={m.padding_mode!r} (only 'zeros' is supported)"
+    k, s, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
+    if isinstance(m.padding, str):
+        if m.padding == "valid":
+            p = (0, 0)
+        elif all(((kk - 1) * dd) % 2 == 0 for kk, dd in zip(k, d)):
+            p = ((k[0] - 1) * d[0] // 2, (k[1] - 1) * d[1] // 2)
+        else:
+            return "padding='same' with an even kernel (asymmetric padding)"
+    else:
+        p = _pair(m.padding)
+    w, b, g = m.weight, m.bias, m.groups
+    cost = 2.0 * m.out_channels * (m.in_channels // g) * k[0] * k[1]
+    return WindowRule(k, s, p, d, 0.0, lambda t: F.conv2d(t, w, b, s, 0, d, g), cost)
+
+
+def _pool_rule(m: nn.Module, channels: int) -> WindowRule | str:
+    if m.ceil_mode:
+        return "ceil_mode=True"
+    k = _pair(m.kernel_size)
+    s = _pair(m.stride if m.stride is not None else m.kernel_size)
+    p = _pair(m.padding)
+    cost = float(channels * k[0] * k[1])
+    if isinstance(m, nn.MaxPool2d):
+        if m.return_indices:
+            return "return_indices=True"
+        d = _pair(m.dilation)
+        return WindowRule(k, s, p, d, float("-inf"), lambda t: F.max_pool2d(t, k, s, 0, d), cost)
+    if not m.count_include_pad and p != (0, 0):
+        return "count_include_pad=False with padding"
+    div = m.divisor_override
+    return WindowRule(k, s, p, (1, 1), 0.0, lambda t: F.avg_pool2d(t, k, s, 0, divisor_override=div), cost)
+
+
+def _no_inplace(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    # A patch may be shared with the layer before (its view); an in-place op would corrupt it.
+    if getattr(m, "inplace", False):
+        return lambda t: m(t.clone())
+    return m
+
+
+def rule_for(node: fx.Node, gm: fx.GraphModule, channels: int) -> Rule | str:
+    """The propagation rule of ``node``, or a string saying why it has none (unsupported)."""
+    if node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        if isinstance(m, nn.Conv2d):
+            return _conv_rule(m)
+        if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+            return _pool_rule(m, channels)
+        if isinstance(m, nn.BatchNorm2d):
+            if m.training or not m.track_running_stats:
+                return "batch norm in training mode (call model.eval())"
+            return PointwiseRule(m, 2.0 * channels)
+        if isinstance(m, (nn.Dropout, nn.Dropout2d)) and m.training:
+            return "dropout in training mode (call model.eval())"
+        if isinstance(m, _POINTWISE_MODULES):
+            return PointwiseRule(_no_inplace(m), float(channels))
+        if isinstance(m, _GLOBAL_MODULES):
+            return FullRule()
+        return "no propagation rule for this layer type"
+    if node.op == "call_function":
+        if node.target in _ADD_FUNCTIONS:
+            return AddRule(float(channels))
+        if node.target in _POINTWISE_FUNCTIONS:
+            fn, rest, kwargs = node.target, node.args[1:], {k: v for k, v in node.kwargs.items() if k != "inplace"}
+            if any(isinstance(a, fx.Node) for a in (*rest, *kwargs.values())):
+                return "a pointwise function with tensor arguments"
+            return PointwiseRule(lambda t: fn(t, *rest, **kwargs), float(channels))
+        if node.target in _GLOBAL_FUNCTIONS:
+            return FullRule()
+        return "no propagation rule for this function"
+    if node.op == "call_method":
+        if node.target in _POINTWISE_METHODS and len(node.args) == 1 and not node.kwargs:
+            name = node.target
+            return PointwiseRule(lambda t: getattr(t, name)(), float(channels))
+        if node.target == "add":
+            return AddRule(float(channels))
+        if node.target in _GLOBAL_METHODS:
+            return FullRule()
+        return "no propagation rule for this method"
+    return f"graph op {node.op!r}"

@@ -1,0 +1,46 @@
+"""torchrun launcher: the log streams, a failing rank fails the launch with that rank's error."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from mlsys.training.launcher import LaunchError, emit, launch, parse_event
+
+WORKER = textwrap.dedent("""
+    import os, sys, time
+    from mlsys.training.launcher import rank_errors
+
+    @rank_errors
+    def main():
+        rank = int(os.environ["RANK"])
+        print(f"hello from rank {rank} of {os.environ['WORLD_SIZE']}", flush=True)
+        if rank == int(sys.argv[1]):
+            raise ValueError(f"bad shard on rank {rank}")
+        time.sleep(float(sys.argv[2]))
+
+    main()
+""")
+
+
+def test_a_failed_rank_fails_with_its_error(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    lines: list[str] = []
+    with pytest.raises(LaunchError, match=r"rank 1 failed: ValueError: bad shard on rank 1") as info:
+        launch([str(script), "1", "30"], 2, on_line=lines.append)  # rank 0 would sleep: torchrun stops it
+    assert 'raise ValueError(f"bad shard on rank {rank}")' in str(info.value)
+    assert {"hello from rank 0 of 2\n", "hello from rank 1 of 2\n"} <= set(lines)  # the log streamed
+
+
+def test_events_round_trip(capsys):
+    emit("metrics", step=3, metrics={"loss": 0.5})
+    line = capsys.readouterr().out
+    assert parse_event("[rank0]: " + line) == {"kind": "metrics", "step": 3, "metrics": {"loss": 0.5}}
+    assert parse_event("an ordinary log line") is None
+
+
+def test_bad_process_count():
+    with pytest.raises(ValueError, match=r"nproc=0 is invalid"):
+        launch(["x.py"], 0)

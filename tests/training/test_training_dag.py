@@ -1,0 +1,39 @@
+"""dags/mlsys_training.py: the strategy knobs are in the trigger form; train goes to the gpu queue only on request."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "mlsys_training.py"
+PROBE = r"""
+import json, os, runpy, sys
+from airflow.sdk import DAG
+out = {}
+for queue in ("", "gpu"):  # the file is run twice: without and with the scale-out setting
+    os.environ["MLSYS_TRAIN_QUEUE"] = queue
+    ns = runpy.run_path(sys.argv[1])
+    dag = next(o for o in ns.values() if isinstance(o, DAG))
+    out[queue or "default"] = {"tasks": {t.task_id: {"queue": t.queue, "pool": t.pool} for t in dag.tasks},
+                               "params": {k: dag.params[k] for k in dag.params}}
+print(json.dumps(out))
+"""
+
+
+def test_train_goes_to_the_gpu_queue_only_when_asked():
+    env = dict(os.environ, AIRFLOW__CORE__LOAD_EXAMPLES="False", PYTHONWARNINGS="ignore")
+    out = subprocess.run([sys.executable, "-c", PROBE, str(DAG_FILE)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    default, scaled = info["default"]["tasks"], info["gpu"]["tasks"]
+    assert default["train"] == default["evaluate_register"] and default["train"]["queue"] != "gpu"
+    assert default["train"]["pool"] == "default_pool"
+    assert scaled["train"] == {"queue": "gpu", "pool": "gpu"}
+    assert scaled["evaluate_register"] == default["evaluate_register"]  # only train needs the GPU
+    params = info["default"]["params"]
+    assert params["strategy"] == "single" and params["schedule"] == "gpipe" and params["nproc"] == 2
+    assert {"microbatches", "balance", "rematerialize", "device", "checkpoint_every"} <= set(params)
