@@ -20,7 +20,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from mlsys.orchestration import CHAMPION_MODEL, PREDICTIONS, run_in_task
+from mlsys.orchestration import DEFAULT_ARGS, CHAMPION_MODEL, PREDICTIONS, run_in_task
 
 
 @dag(
@@ -31,7 +31,7 @@ from mlsys.orchestration import CHAMPION_MODEL, PREDICTIONS, run_in_task
     max_active_runs=1,
     tags=["mlsys", "serve", "batch"],
     doc_md=__doc__,
-    default_args={"owner": "mlsys", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    default_args=DEFAULT_ARGS,
     params={
         "dataset": Param("comments_unlabeled", type="string", description="Dataset to score (needs 'id' and 'text' columns)."),
         "version": Param("latest", type="string", description="Dataset version: 'latest' or a version id."),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from mlsys.orchestration import COMMENTS, LABELED, run_in_task
+from mlsys.orchestration import DEFAULT_ARGS, COMMENTS, LABELED, run_in_task
 
 
 @dag(
@@ -36,7 +36,7 @@ from mlsys.orchestration import COMMENTS, LABELED, run_in_task
     max_active_runs=1,
     tags=["mlsys", "label", "validate"],
     doc_md=__doc__,
-    default_args={"owner": "mlsys", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    default_args=DEFAULT_ARGS,
     params={
         "source": Param("", type="string", description="Folder of CSVs (or one CSV). Empty: $MLSYS_DATA_DIR/youtube-spam."),
         "test_group": Param("Youtube05-Shakira", type="string", description="File (video) held out as the test split."),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from mlsys.orchestration import CHAMPION_MODEL, run_in_task
+from mlsys.orchestration import DEFAULT_ARGS, CHAMPION_MODEL, run_in_task
 
 
 @dag(
@@ -32,7 +32,7 @@ from mlsys.orchestration import CHAMPION_MODEL, run_in_task
     max_active_runs=1,
     tags=["mlsys", "train", "model-selection", "registry"],
     doc_md=__doc__,
-    default_args={"owner": "mlsys", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    default_args=DEFAULT_ARGS,
     params={
         "grid": Param({"lr": [0.003, 0.01], "dim": [32, 64]}, type=["object", "array"],
                       description="A grid (dict of lists: all combinations) or a list of configurations. Keys: lr, dim, depth, dropout, batch_size, epochs, optimizer."),

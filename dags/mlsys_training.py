@@ -25,7 +25,7 @@ import os
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from mlsys.orchestration import CHAMPION_MODEL, LABELED, run_in_task
+from mlsys.orchestration import DEFAULT_ARGS, CHAMPION_MODEL, LABELED, run_in_task
 
 # Scale-out deployment: MLSYS_TRAIN_QUEUE=gpu sends train to the GPU Celery worker (and its pool).
 TRAIN_QUEUE = os.environ.get("MLSYS_TRAIN_QUEUE", "")
@@ -40,7 +40,7 @@ TRAIN_PLACEMENT = {"queue": TRAIN_QUEUE, "pool": TRAIN_QUEUE} if TRAIN_QUEUE els
     max_active_runs=1,
     tags=["mlsys", "train", "registry"],
     doc_md=__doc__,
-    default_args={"owner": "mlsys", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    default_args=DEFAULT_ARGS,
     params={
         "dataset_version": Param("validated", type="string", description="comments_labeled version: 'validated' (last to pass validation) or a version id."),
         "epochs": Param(8, type="integer", minimum=1, description="Training epochs."),

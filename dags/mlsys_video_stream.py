@@ -20,7 +20,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from mlsys.orchestration import VIDEO_PREDICTIONS, VIDEO_SEGMENTS, run_in_task
+from mlsys.orchestration import DEFAULT_ARGS, VIDEO_PREDICTIONS, VIDEO_SEGMENTS, run_in_task
 
 
 @dag(
@@ -31,7 +31,7 @@ from mlsys.orchestration import VIDEO_PREDICTIONS, VIDEO_SEGMENTS, run_in_task
     max_active_runs=1,  # one writer per watermark
     tags=["mlsys", "serve", "stream"],
     doc_md=__doc__,
-    default_args={"owner": "mlsys", "retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    default_args=DEFAULT_ARGS,
     params={
         "stream": Param("camera", type="string", description="Stream name: segments under streams/<stream>/segments/."),
         "mode": Param("exact", type="string", enum=["exact", "approx"],

@@ -6,6 +6,7 @@ at module level; everything heavy loads inside ``run_in_task``.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Asset
@@ -15,6 +16,9 @@ COMMENTS = Asset(name="comments", uri="mlsys://datasets/comments_unlabeled")
 LABELED = Asset(name="comments_labeled", uri="mlsys://datasets/comments_labeled")  # emitted once validated
 CHAMPION_MODEL = Asset(name="champion_model", uri="mlsys://models/champion")
 PREDICTIONS = Asset(name="predictions", uri="mlsys://datasets/predictions")
+
+# Every mlsys DAG's default_args: an owner, and retries that Airflow needs exceptions raised for.
+DEFAULT_ARGS = {"owner": "mlsys", "retries": 2, "retry_delay": timedelta(seconds=30)}
 
 XCOM_RUN_URL = "mlflow_run_url"  # read by plugins/mlflow_link.py
 

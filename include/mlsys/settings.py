@@ -50,3 +50,14 @@ class Settings:
 def settings() -> Settings:
     """The settings in force now (read fresh, so tests may change the environment)."""
     return Settings.from_env()
+
+
+def use_embedded_home(home: str | Path) -> None:
+    """Point this process at a self-contained embedded state under ``home`` (benchmarks, quality runs).
+
+    Clears the storage, tracking and artifact overrides so every default lands under ``home``.
+    """
+    os.environ["MLSYS_HOME"] = str(home)
+    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
+        os.environ.pop(var, None)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -110,10 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = [int(r) for r in args.rows.split(",")]
     with tempfile.TemporaryDirectory(prefix="mlsys-bench-batch-") as home:
-        os.environ["MLSYS_HOME"] = home
-        for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
-            os.environ.pop(var, None)
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlsys.settings import use_embedded_home
+
+        use_embedded_home(home)
         from mlsys.inference.workload import register_model, text_chunks
         from mlsys.storage import DatasetStore
 

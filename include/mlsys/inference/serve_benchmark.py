@@ -94,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     from mlsys.inference.loadgen import load
 
     with tempfile.TemporaryDirectory(prefix="mlsys-bench-serve-") as home:
-        os.environ["MLSYS_HOME"] = home
-        for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
-            os.environ.pop(var, None)
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlsys.settings import use_embedded_home
+
+        use_embedded_home(home)
         from mlsys.inference.workload import comments, register_model
 
         register_model(MODEL)

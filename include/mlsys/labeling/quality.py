@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 
@@ -31,10 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     home = args.home or tempfile.mkdtemp(prefix="mlsys-label-quality-")
-    os.environ["MLSYS_HOME"] = home
-    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
-        os.environ.pop(var, None)
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlsys.settings import use_embedded_home
+
+    use_embedded_home(home)
 
     import mlflow
 
