@@ -7,9 +7,14 @@
        takes the LRTF runnable job            save step state
     Scheduler.complete                   <-  (device, seconds, loss at the step's last unit)
 
-Every job's weights, optimizer state and step state (boundary activations, RNG) live in files under
-``root`` (``/dev/shm`` by default: memory, not disk), so any worker can run any job's next unit, and
-a job trains exactly as it would alone: the RNG state flows with the step, not with the process.
+Every job's weights and optimizer state live in files under ``root`` (``/dev/shm`` by default:
+memory, not disk), so any worker can run any job's next unit. The step state (boundary activations,
+RNG) stays in the memory of the worker that ran the job's last unit. When the scheduler gives the
+job's next unit to the same worker (LRTF usually does: the job it just ran is the one with the most
+work left among those not running), the worker uses it in place. Otherwise the parent tells that
+worker to write it to ``state-<step>-<unit>.pt`` (atomically) before anything else, and the other
+worker maps it in. A job trains exactly as it would alone: the RNG state flows with the step, not
+with the process.
 
 A job is built in every process by its *builder*, ``"package.module:function"`` called with the job's
 ``config``; it returns a ``Recipe`` (layers, optimizer, loss, batches, memory budget).
@@ -114,11 +119,12 @@ def plan(job: Job, root: Path, device: str) -> dict:
 
 
 class _Runner:
-    """One process's view of the jobs: skeleton layers and optimizers, built once per job."""
+    """One process's view of the jobs: skeleton layers and optimizers, built once per job, and held step states."""
 
     def __init__(self, root: Path, device: str):
         self.root, self.device = root, torch.device(device)
         self._jobs: dict[str, tuple[Spiller, Recipe, Job]] = {}
+        self._held: dict[str, tuple[tuple[int, int], dict]] = {}  # job -> ((step, unit) it feeds, state)
 
     def spiller(self, name: str) -> tuple[Spiller, Recipe, Job]:
         if name not in self._jobs:
@@ -134,23 +140,46 @@ class _Runner:
             self._jobs[name] = (sp, recipe, job)
         return self._jobs[name]
 
-    def run(self, name: str, step: int, unit: int) -> float | None:
+    def flush(self, name: str) -> None:
+        """Write the held step state of ``name`` where another worker can map it (write, then rename)."""
+        (step, unit), state = self._held.pop(name)
+        path = self.root / name / f"state-{step}-{unit}.pt"
+        torch.save(state, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+
+    def _take(self, name: str, step: int, unit: int, cached: bool) -> dict | None:
+        if cached:
+            key, state = self._held.pop(name)
+            if key != (step, unit):
+                raise RuntimeError(f"job {name!r}: holds the state for {key}, was asked to run {(step, unit)}")
+            return state
+        if (step, unit) == (0, 0):
+            return None
+        path = self.root / name / f"state-{step}-{unit}.pt"
+        deadline = time.monotonic() + 120
+        while not path.exists():  # the previous worker writes it first thing after its unit; wait for the rename
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job {name!r}: step state {path} never appeared; the worker holding it died?")
+            time.sleep(0.0005)
+        state = torch.load(path, weights_only=False, mmap=True)
+        path.unlink()  # the mapping stays valid
+        return state
+
+    def run(self, name: str, step: int, unit: int, cached: bool = False) -> float | None:
         sp, recipe, job = self.spiller(name)
-        folder = self.root / name
+        state = self._take(name, step, unit, cached)
         if unit == 0:
             if step == 0:
                 torch.manual_seed(job.seed)
             else:
-                set_rng_state(torch.load(folder / "rng.pt", weights_only=False), self.device)
+                set_rng_state(state["rng"], self.device)
             inputs, targets = recipe.batch(step)
             state = sp.new_step(inputs, targets)
-        else:
-            state = torch.load(folder / "step.pt", weights_only=False)
         sp.run_unit(state, unit, recipe.loss_fn)
         if unit == sp.units - 1:
-            torch.save(state["rng"], folder / "rng.pt")
+            self._held[name] = ((step + 1, 0), {"rng": state["rng"]})
             return float(state["loss"])
-        torch.save(state, folder / "step.pt")
+        self._held[name] = ((step, unit + 1), state)
         return None
 
 
@@ -161,10 +190,13 @@ def _worker(device_index: int, device: str, threads: int, root: str, inbox, outb
         msg = inbox.get()
         if msg is None:
             return
-        name, step, unit = msg
+        kind, name, step, unit, cached = msg
         start = time.perf_counter()
         try:
-            loss = runner.run(name, step, unit) if step >= 0 else runner.spiller(name) and None  # step -1: warm up
+            if kind == "flush":
+                runner.flush(name)
+                continue
+            loss = runner.run(name, step, unit, cached) if step >= 0 else runner.spiller(name) and None  # step -1: warm up
         except BaseException as exc:  # reported to the parent, which raises it
             outbox.put((device_index, name, step, unit, start, time.perf_counter(), None, repr(exc)))
             return
@@ -200,18 +232,25 @@ def train_many(jobs: list[Job], devices: list[str], threads: int = 1, root: str 
         sched = Scheduler(tasks, len(devices))
         for inbox in inboxes:  # warm up: every worker imports torch and builds skeletons before the clock starts
             for j in jobs:
-                inbox.put((j.name, -1, -1))
+                inbox.put(("run", j.name, -1, -1, False))
         for _ in range(len(devices) * len(jobs)):
             _check(outbox.get())
         losses: dict[str, list[float]] = {j.name: [] for j in jobs}
         timeline: list[Slice] = []
         start = time.perf_counter()
+        holder: dict[str, int] = {}  # job -> the worker that holds its step state in memory
         while not sched.done:
-            for device, index in sched.assign():
-                step, unit = tasks[index].next_unit
-                inboxes[device].put((tasks[index].name, step, unit))
+            assigned = {tasks[index].name: device for device, index in sched.assign()}
+            for name, device in list(holder.items()):
+                if assigned.get(name) != device:  # it moves (or waits): its holder writes it out first
+                    inboxes[device].put(("flush", name, 0, 0, False))
+                    del holder[name]
+            for name, device in assigned.items():
+                step, unit = tasks[names.index(name)].next_unit
+                inboxes[device].put(("run", name, step, unit, holder.pop(name, None) == device))
             d, name, step, unit, t_start, t_end, loss, _ = _check(outbox.get())
             sched.complete(d, t_end - t_start)
+            holder[name] = d
             timeline.append(Slice(d, name, step, unit, t_start - start, t_end - start))
             if loss is not None:
                 losses[name].append(loss)
