@@ -36,6 +36,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from mlsys.training import microbatch, partitioner
+from mlsys.training.affinity import pin_cpus
 
 
 def mlp(layers: int, width: int) -> nn.Sequential:
@@ -86,6 +87,8 @@ def _free_port() -> int:
 def _init(rank: int, world: int, port: int, device: str) -> torch.device:
     torch.set_num_threads(1)
     dev = torch.device("cuda", rank) if device == "cuda" else torch.device("cpu")
+    if dev.type == "cpu":
+        pin_cpus(rank, world)  # one core per rank: no migrations mid-step
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
@@ -117,11 +120,15 @@ def _pipeline_worker(rank: int, world: int, port: int, args: argparse.Namespace,
     base = {"full": [], "seq": []}
     timelines = {c: [] for c in strategies}
     in_flight = {c: 0 for c in strategies}
-    for rep in range(args.warmup + args.steps):
-        if rank == 0:  # the one-process baselines, between pipeline steps
+    if rank == 0:  # the one-process baselines, first, while the other ranks wait
+        for rep in range(args.warmup + args.steps):
             base["full"].append(time_sequential(model, x, y, 1, device))
+        for rep in range(args.warmup + args.steps):
             base["seq"].append(time_sequential(model, x, y, args.microbatches, device))
-        for c, strategy in strategies.items():
+    # each set-up gets its own warm-up and timed steps in a row: interleaving them would time every
+    # step right after a different set-up's (cold caches and allocator), which no training job sees
+    for c, strategy in strategies.items():
+        for rep in range(args.warmup + args.steps):
             dist.barrier()
             _sync(device)
             t0 = time.perf_counter()

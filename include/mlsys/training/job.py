@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from mlsys.training import microbatch, partitioner
+from mlsys.training.affinity import pin_cpus
 from mlsys.training.checkpoint import Checkpointer, rng_state, set_rng_state
 from mlsys.training.launcher import emit, exit_with_parent, rank_errors
 from mlsys.training.loss import pack_target
@@ -174,6 +175,8 @@ def main(workdir: str) -> None:
         torch.cuda.set_device(device)
     dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        pin_cpus(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", 1)), cfg.threads)
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         _train(cfg, work, device, rank, world)
