@@ -54,3 +54,14 @@ def test_merge_boxes_merges_overlaps_but_not_distant_boxes():
     assert sum(b.area for b in chain) < 6 * 16 * 2  # a diagonal never collapses into one big hull
     capped = merge_boxes([Box(0, 1, 4 * i, 4 * i + 1) for i in range(10)], max_boxes=3)
     assert len(capped) == 3
+
+
+def test_merge_boxes_pays_a_call_to_merge_distant_boxes_only_when_it_is_cheaper():
+    a, b = Box(0, 1, 0, 1), Box(0, 1, 4, 5)  # hull 1 x 5 = 5 positions, the two boxes 2
+    assert len(merge_boxes([a, b], free_area=0.0)) == 2
+    assert merge_boxes([a, b], free_area=3.0) == [Box(0, 1, 0, 5)]
+    assert len(merge_boxes([a, b], free_area=2.9)) == 2
+    # a row of 1x1 boxes 4 apart: each merge must pay for itself, so the computed area stays bounded
+    row = [Box(0, 1, 4 * i, 4 * i + 1) for i in range(10)]
+    merged = merge_boxes(row, free_area=3.0)
+    assert sum(m.area for m in merged) <= sum(r.area for r in row) + 3.0 * (len(row) - len(merged))

@@ -63,6 +63,11 @@ class EngineConfig:
     max_cost: float = 0.8  # full inference when propagating would cost more than this share of its FLOPs
     merge_slack: float = 1.25  # merge two boxes when their hull is at most this x their union
     max_boxes: int = 64  # per layer and frame
+    # What one kernel call costs by itself, in FLOP-equivalents: dispatch, plus streaming the layer's weights
+    # (a 512-channel 3x3 conv reads 9 MB per call). Boxes merge when their hull's extra FLOPs cost less
+    # than the call it saves. Measured on a 2-core x86 host: ~15 us per call, ~16 FLOPs per weight byte.
+    call_flops: float = 2e6
+    flops_per_weight_byte: float = 16.0
     batch_frames: int = 1  # frames diffed against one base and propagated together
     parallel_flops: float = 3e8  # ops smaller than this run on one thread (see _threads)
     on_unsupported: str = "error"  # or "fallback": recompute in full from that layer on
@@ -78,6 +83,9 @@ class EngineConfig:
         _require(self.max_cost > 0, "max_cost", self.max_cost, "use a positive share of full FLOPs, e.g. 0.8")
         _require(self.merge_slack >= 1, "merge_slack", self.merge_slack, "use a factor >= 1, e.g. 1.25")
         _require(self.max_boxes >= 1, "max_boxes", self.max_boxes, "use at least 1")
+        _require(self.call_flops >= 0, "call_flops", self.call_flops, "use 0 or more FLOPs")
+        _require(self.flops_per_weight_byte >= 0, "flops_per_weight_byte", self.flops_per_weight_byte,
+                 "use 0 or more FLOPs per byte")
         _require(self.parallel_flops >= 0, "parallel_flops", self.parallel_flops, "use 0 or more FLOPs")
         _require(self.batch_frames >= 1, "batch_frames", self.batch_frames, "use at least 1 frame per batch")
         _require(self.on_unsupported in ("error", "fallback"), "on_unsupported", self.on_unsupported,
@@ -98,6 +106,7 @@ class FrameStat:
     boxes: int
     flops: float  # FLOPs spent on this frame
     latency_s: float  # wall time (a micro-batch's time is split evenly over its frames)
+    min_flops: float = 0.0  # FLOPs the detected regions need, before boxes merge to save kernel calls
 
 
 @dataclass
@@ -286,13 +295,16 @@ class IncrementalEngine:
         self.since_refresh = 0
         return env[self.output_name]
 
-    def plan(self, boxes: list[Box]) -> tuple[dict[str, list[Box]], float]:
+    def plan(self, boxes: list[Box], call_cost: bool = True) -> tuple[dict[str, list[Box]], float]:
         """The boxes every spatial layer recomputes for a frame whose input changed in ``boxes``, and the FLOPs.
 
         Box arithmetic only: the engine uses it to decide, before any tensor
-        work, whether full inference is cheaper.
+        work, whether full inference is cheaper. ``call_cost=False`` plans
+        without merging boxes to save kernel calls: the FLOPs the regions need.
         """
         cfg, tau = self.config, self.config.effective_tau
+        if not call_cost:
+            cfg = replace(cfg, call_flops=0.0, flops_per_weight_byte=0.0)
         regions: dict[str, list[Box]] = {}
         flops = self.head_flops
         for step in self.steps:
@@ -305,9 +317,11 @@ class IncrementalEngine:
                 out = regions[step.inputs[0]]
             elif isinstance(rule, WindowRule):
                 mapped = (rule.out_box(b, step.out_hw, tau) for b in regions[step.inputs[0]])
-                out = merge_boxes([o for o in mapped if o is not None], cfg.merge_slack, cfg.max_boxes)
+                free = (cfg.call_flops + cfg.flops_per_weight_byte * rule.weight_bytes) / rule.cost
+                out = merge_boxes([o for o in mapped if o is not None], cfg.merge_slack, cfg.max_boxes, free)
             else:
-                out = merge_boxes([b for src in step.inputs for b in regions[src]], cfg.merge_slack, cfg.max_boxes)
+                out = merge_boxes([b for src in step.inputs for b in regions[src]], cfg.merge_slack, cfg.max_boxes,
+                                  cfg.call_flops / rule.cost)
             regions[name] = out
             if rule is not None:
                 flops += rule.cost * sum(b.area for b in out)
@@ -402,22 +416,24 @@ class IncrementalEngine:
             t0 = time.perf_counter()
             if self.views is None:
                 outputs[i] = self.materialise(frame)
-                stats[i] = FrameStat(True, 1.0, 1.0, 1, self.full_flops, time.perf_counter() - t0)
+                stats[i] = FrameStat(True, 1.0, 1.0, 1, self.full_flops, time.perf_counter() - t0, self.full_flops)
                 continue
             boxes, share = detect_changes(frame, self.views.tensors[self.input_name][0], cfg.threshold, cfg.tile,
                                           cfg.min_pixels)
             box_share = sum(b.area for b in boxes) / area
             regions, flops = self.plan(boxes)
+            needed = self.plan(boxes, call_cost=False)[1] if cfg.call_flops or cfg.flops_per_weight_byte else flops
             due = cfg.mode == "approx" and cfg.refresh_every and self.since_refresh + 1 >= cfg.refresh_every
             if box_share > cfg.refresh_share or flops > cfg.max_cost * self.full_flops or due:
                 flush()
                 t0 = time.perf_counter()
                 outputs[i] = self.materialise(frame)
-                stats[i] = FrameStat(True, share, box_share, len(boxes), self.full_flops, time.perf_counter() - t0)
+                stats[i] = FrameStat(True, share, box_share, len(boxes), self.full_flops, time.perf_counter() - t0,
+                                     self.full_flops)
                 continue
             self.since_refresh += 1
             pending.append((i, regions, FrameStat(False, share, box_share, len(boxes), flops,
-                                                  time.perf_counter() - t0)))
+                                                  time.perf_counter() - t0, needed)))
             if len(pending) >= cfg.batch_frames:
                 flush()
         flush()

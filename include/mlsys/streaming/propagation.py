@@ -69,6 +69,7 @@ class WindowRule:
     pad_value: float
     apply: Callable[[torch.Tensor], torch.Tensor]  # (N, Cin, h_in, w_in) unpadded op -> (N, Cout, h, w)
     cost: float  # FLOPs per output position (all channels)
+    weight_bytes: int = 0  # read in full by every call, however small its patch
     kind: str = "window"
 
     def out_box(self, box: Box, out_hw: tuple[int, int], tau: float = 1.0) -> Box | None:
@@ -146,7 +147,8 @@ def _conv_rule(m: nn.Conv2d) -> WindowRule | str:
         p = _pair(m.padding)
     w, b, g = m.weight, m.bias, m.groups
     cost = 2.0 * m.out_channels * (m.in_channels // g) * k[0] * k[1]
-    return WindowRule(k, s, p, d, 0.0, lambda t: F.conv2d(t, w, b, s, 0, d, g), cost)
+    nbytes = w.numel() * w.element_size() + (b.numel() * b.element_size() if b is not None else 0)
+    return WindowRule(k, s, p, d, 0.0, lambda t: F.conv2d(t, w, b, s, 0, d, g), cost, nbytes)
 
 
 def _pool_rule(m: nn.Module, channels: int) -> WindowRule | str:

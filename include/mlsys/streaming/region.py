@@ -73,13 +73,17 @@ def union_area(boxes: list[Box]) -> int:
     return total
 
 
-def merge_boxes(boxes: list[Box], slack: float = 1.25, max_boxes: int = 64) -> list[Box]:
-    """Merge boxes whose hull costs at most ``slack`` x the area they really cover.
+def merge_boxes(boxes: list[Box], slack: float = 1.25, max_boxes: int = 64, free_area: float = 0.0) -> list[Box]:
+    """Merge boxes whose hull costs at most ``slack`` x the area they really cover, or at most ``free_area`` more.
 
     Overlapping halos of neighbouring patches merge cheaply; the area a merged
     box really covers is tracked, so chains of merges cannot pile up waste.
     Fewer, larger boxes mean fewer kernel calls; a hull's extra area is
-    computed for real and counted in the FLOPs. Past ``max_boxes``, the pair
+    computed for real and counted in the FLOPs. ``free_area`` is what one call
+    costs by itself, in output positions: a deep 512-channel conv streams its
+    9 MB of weights for every call, however small the patch, so two patches a
+    few positions apart are cheaper as one call on their hull, when the hull is
+    no larger than the two boxes plus that cost. Past ``max_boxes``, the pair
     with the cheapest hull merges regardless, so the number of calls stays bounded.
     """
     # (y0, y1, x0, x1, area really covered): plain tuples, this runs for every layer of every frame
@@ -95,7 +99,8 @@ def merge_boxes(boxes: list[Box], slack: float = 1.25, max_boxes: int = 64) -> l
             covered = ca + cb - (iy * ix if iy > 0 and ix > 0 else 0)
             hy0, hy1, hx0, hx1 = min(ay0, by0), max(ay1, by1), min(ax0, bx0), max(ax1, bx1)
             hull = (hy1 - hy0) * (hx1 - hx0)
-            if hull <= slack * covered:
+            # the second test: one call on the hull costs no more than a call on each box (never a chain of waste)
+            if hull <= slack * covered or hull <= (ay1 - ay0) * (ax1 - ax0) + (by1 - by0) * (bx1 - bx0) + free_area:
                 out[i] = (hy0, hy1, hx0, hx1, min(covered, float(hull)))
                 del out[j]
                 grew = True

@@ -170,7 +170,7 @@ def run(spec: StreamSpec) -> StreamResult:
                     agree.append(int(out[i].argmax() == full[0].argmax()))
             shares += [s.box_share for s in stats]
             latencies += [s.latency_s for s in stats]
-            flops += [s.flops for s in stats]
+            flops += [s.min_flops for s in stats]
             new = pa.table(_rows(spec.stream, seq, mark.frames, out, stats))
             table = new if table is None else pa.concat_tables([table, new])
             ref = store.write(name, table, sources={"stream": spec.stream, "video": str(spec.video or key)},
