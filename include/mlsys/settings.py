@@ -8,6 +8,9 @@ folder, ``$MLSYS_HOME`` (default ``./.mlsys``):
     $MLSYS_HOME/mlflow.db    MLflow runs and registry      MLFLOW_TRACKING_URI
     $MLSYS_HOME/mlartifacts  MLflow artifacts              MLSYS_ARTIFACT_URI (or s3://bucket/prefix)
     $MLSYS_HOME/airflow      Airflow home (SQLite)         AIRFLOW_HOME
+
+``MLSYS_SERVE_URL`` (e.g. ``http://serve:8000``; empty by default) is the
+online server that the evaluate stage tells to reload after it moves ``champion``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Settings:
     mlflow_ui_url: str
     data_dir: Path
     model_name: str
+    serve_url: str  # `mlsys serve` to POST /reload after a promotion; "" = none
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -44,6 +48,7 @@ class Settings:
             mlflow_ui_url=os.environ.get("MLSYS_MLFLOW_UI_URL", "http://localhost:5000").rstrip("/"),
             data_dir=Path(os.environ.get("MLSYS_DATA_DIR", REPO_ROOT.parent / "shared" / "data")),
             model_name=os.environ.get("MLSYS_MODEL_NAME", "youtube-spam-classifier"),
+            serve_url=os.environ.get("MLSYS_SERVE_URL", "").strip().rstrip("/"),
         )
 
 

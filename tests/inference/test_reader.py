@@ -59,3 +59,31 @@ def test_close_stops_the_reader_thread():
     next(iter(pf))
     pf.close()
     assert not pf._thread.is_alive()
+
+
+def _peak_arrow_bytes_streaming(path, groups: int, rows: int = 20_000) -> int:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with pq.ParquetWriter(path, pa.schema([("id", pa.large_string()), ("text", pa.large_string())])) as writer:
+        for g in range(groups):  # random digits: ~0.5 MB per row group on disk, whatever the codec
+            text = pa.array(rng.integers(0, 2**63, rows).astype("U20").tolist(), pa.large_string())
+            writer.write_table(pa.table({"id": pa.array([f"r{g}-{i}" for i in range(rows)], pa.large_string()),
+                                         "text": text}))
+    before = pa.total_allocated_bytes()
+    held = 0
+    for table in row_range(path, 0, groups * rows, 4096, columns=["id", "text"]):
+        held = max(held, pa.total_allocated_bytes() - before)
+        del table
+    return held
+
+
+def test_memory_does_not_grow_with_the_file(tmp_path):
+    """Arrow memory held while streaming is about one row group, however many row groups the file has.
+
+    A single reader over the file kept every row group it had read (its pre-buffer cache): the whole file."""
+    small = _peak_arrow_bytes_streaming(tmp_path / "small.parquet", groups=3)
+    large = _peak_arrow_bytes_streaming(tmp_path / "large.parquet", groups=30)
+    assert large < 1.5 * small, (
+        f"streaming 30 row groups held {large / 2**20:.1f} MB of Arrow memory, 3 row groups {small / 2**20:.1f} MB; "
+        "memory should stay at about one row group")

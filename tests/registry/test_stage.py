@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,6 +64,19 @@ def test_bad_spec_names_the_field():
         EvaluateSpec()
     with pytest.raises(SpecError, match=r"EvaluateSpec\.gate_metric='auc'.*accuracy"):
         EvaluateSpec(model_uri="runs:/x/model", gate_metric="auc")
+
+
+def test_serve_url_comes_from_the_param_or_the_environment_and_is_checked(monkeypatch):
+    monkeypatch.delenv("MLSYS_SERVE_URL", raising=False)
+    assert EvaluateSpec(model_uri="runs:/x/model").reload_url == ""  # the default: no reload call
+    monkeypatch.setenv("MLSYS_SERVE_URL", "http://serve:8000/")
+    assert EvaluateSpec(model_uri="runs:/x/model").reload_url == "http://serve:8000"
+    assert EvaluateSpec(model_uri="runs:/x/model", serve_url="http://127.0.0.1:9").reload_url == "http://127.0.0.1:9"
+    with pytest.raises(SpecError, match=r"EvaluateSpec\.serve_url='serve:8000'.*MLSYS_SERVE_URL"):
+        EvaluateSpec(model_uri="runs:/x/model", serve_url="serve:8000")
+    monkeypatch.setenv("MLSYS_SERVE_URL", "serve:8000")
+    with pytest.raises(SpecError, match=r"EvaluateSpec\.serve_url='serve:8000'"):
+        EvaluateSpec(model_uri="runs:/x/model")
 
 
 # -- the gate ----------------------------------------------------------------------------
@@ -154,3 +173,110 @@ def test_gate_on_another_metric_and_a_tie(gate, monkeypatch):
     assert result.challenger_metrics == result.champion_metrics
     assert not result.promoted and result.champion_version == "3"
     assert _alias(gate.client, CHAMPION) == "3" and _alias(gate.client, CHALLENGER) == "4"
+
+
+# -- telling the online server to reload (runs last: each promotion registers one more version) ------------------
+
+
+def _ready_version(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=10) as r:
+        return json.loads(r.read())["model_version"]
+
+
+@pytest.fixture
+def champion_is_1(gate, monkeypatch):
+    """The middling model (version 1) holds champion again, so the better model's next evaluation promotes it."""
+    _env(monkeypatch, gate.home)
+    monkeypatch.delenv("MLSYS_SERVE_URL", raising=False)
+    before = _alias(gate.client, CHAMPION)
+    gate.client.set_registered_model_alias(MODEL, CHAMPION, "1")
+    yield gate
+    gate.client.set_registered_model_alias(MODEL, CHAMPION, before)
+
+
+def test_a_promotion_tells_the_running_server_to_reload(champion_is_1, tmp_path):
+    """A real `mlsys serve` that never polls in the test's time switches to the new champion when evaluate returns."""
+    from mlsys.inference.serve_benchmark import free_port, wait_http
+
+    gate, port = champion_is_1, free_port()
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "mlsys.cli", "serve", "--port", str(port), "--poll-s", "3600"],
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready", proc, timeout_s=120)
+        assert _ready_version(port) == f"{MODEL}/1"
+        result = run(EvaluateSpec(model_uri=gate.better.trained.model_uri, serve_url=f"http://127.0.0.1:{port}"))
+        assert result.promoted and _alias(gate.client, CHAMPION) == result.version
+        assert result.serve_reload == {"url": f"http://127.0.0.1:{port}", "ok": True,
+                                       "answer": {"model_version": f"{MODEL}/{result.version}", "changed": True,
+                                                  "error": None}}
+        assert _ready_version(port) == f"{MODEL}/{result.version}"  # at once: the next poll is an hour away
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+class _Endpoint(BaseHTTPRequestHandler):
+    """A tiny real HTTP server standing in for `mlsys serve`: records each request, answers with `status`."""
+
+    calls: list[str] = []
+    status = 500
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        type(self).calls.append(self.path)
+        body = json.dumps({"model_version": None, "changed": False, "error": "no such model"}).encode()
+        self.send_response(type(self).status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def endpoint():
+    _Endpoint.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_failed_reload_keeps_the_promotion_and_is_logged(champion_is_1, endpoint, monkeypatch, caplog):
+    """The server answers 500 (its load failed): champion has still moved, the error is logged and tagged."""
+    gate = champion_is_1
+    monkeypatch.setenv("MLSYS_SERVE_URL", endpoint)  # from the environment, as docker-compose sets it
+    with caplog.at_level(logging.ERROR, logger="mlsys.registry.stage"):
+        with stage_run(RunContext.cli("evaluate")) as active:
+            result = run(EvaluateSpec(model_uri=gate.better.trained.model_uri))
+    assert _Endpoint.calls == ["/reload"]
+    assert result.promoted and _alias(gate.client, CHAMPION) == result.version
+    assert result.serve_reload["ok"] is False and "HTTP Error 500" in result.serve_reload["error"]
+    assert "no such model" in result.serve_reload["error"]  # the server's own reason
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert f"{MODEL} version {result.version} is champion, but telling the server at {endpoint} to reload failed" in (
+        record.getMessage())
+    assert gate.client.get_run(active.info.run_id).data.tags["mlsys.serve_reload"].startswith("failed: HTTPError")
+
+
+def test_nothing_listening_still_promotes(champion_is_1, monkeypatch, caplog):
+    from mlsys.inference.serve_benchmark import free_port
+
+    gate, url = champion_is_1, f"http://127.0.0.1:{free_port()}"
+    with caplog.at_level(logging.ERROR, logger="mlsys.registry.stage"):
+        result = run(EvaluateSpec(model_uri=gate.better.trained.model_uri, serve_url=url))
+    assert result.promoted and _alias(gate.client, CHAMPION) == result.version
+    assert result.serve_reload["ok"] is False and "URLError" in result.serve_reload["error"]
+    assert any(url in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    assert json.loads(json.dumps(result.to_json()))["serve_reload"] == result.serve_reload
+
+
+def test_no_promotion_no_reload_call(gate, endpoint, monkeypatch):
+    _env(monkeypatch, gate.home)
+    result = run(EvaluateSpec(model_uri=gate.worse.trained.model_uri, serve_url=endpoint))
+    assert not result.promoted and result.serve_reload == {}
+    assert _Endpoint.calls == []

@@ -472,3 +472,29 @@ def test_plain_files_do_not_show_up_as_versions(store):
     store.put_bytes("datasets/loose/readme.txt", b"not a dataset")
     store.put_bytes("datasets/loose/abc/notes.txt", b"nor this")
     assert store.versions("loose") == []
+
+
+def _peak_arrow_bytes_iterating(store: DatasetStore, groups: int, rows: int = 20_000) -> int:
+    rng = np.random.default_rng(0)
+
+    def batches():  # one row group each; random digits: ~0.5 MB per row group on disk
+        for g in range(groups):
+            text = pa.array(rng.integers(0, 2**63, rows).astype("U20").tolist(), pa.large_string())
+            yield pa.record_batch([pa.array(np.arange(g * rows, (g + 1) * rows)), text], names=["id", "text"])
+
+    ref = store.write(f"groups{groups}", batches())
+    assert pq.ParquetFile(store.path(ref)).num_row_groups == groups
+    before = pa.total_allocated_bytes()
+    held = 0
+    for batch in store.iter_batches(ref, batch_size=4096):
+        held = max(held, pa.total_allocated_bytes() - before)
+        del batch
+    return held
+
+
+def test_iter_batches_memory_does_not_grow_with_the_file(mlsys_home):
+    """A single reader over the file kept every row group it had read (its pre-buffer cache): the whole file."""
+    store = DatasetStore()
+    small, large = _peak_arrow_bytes_iterating(store, 3), _peak_arrow_bytes_iterating(store, 30)
+    assert large < 1.5 * small, (
+        f"iterating 30 row groups held {large / 2**20:.1f} MB of Arrow memory, 3 row groups {small / 2**20:.1f} MB")

@@ -4,10 +4,18 @@
     score challenger and current champion on the same held-out test split
     challenger beats champion on the gate metric (or no champion yet)
         --> alias "champion" moves to version N
+        --> POST {serve_url}/reload, if a server is configured ($MLSYS_SERVE_URL)
+
+The reload call only shortens the delay: servers also poll the alias. So a
+failed call does not undo the promotion (the alias has moved, and a retry of
+the task would register the model again); it is logged as an error, tagged on
+the MLflow run and returned in the result.
 """
 
 from __future__ import annotations
 
+import http.client
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +27,8 @@ from mlsys.storage import DatasetRef, DatasetStore
 CHAMPION, CHALLENGER = "champion", "challenger"
 METRICS = ("accuracy", "precision", "recall", "f1")
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class EvaluateSpec:
@@ -27,14 +37,23 @@ class EvaluateSpec:
     test_version: str = "latest"
     gate_metric: str = "f1"
     storage_uri: str = ""
+    serve_url: str = ""  # `mlsys serve` to tell to reload after a promotion; default $MLSYS_SERVE_URL ("" = none)
 
     def __post_init__(self):
         require(bool(self.model_uri), "EvaluateSpec", "model_uri", self.model_uri, "pass the train stage's model_uri")
         require(self.gate_metric in METRICS, "EvaluateSpec", "gate_metric", self.gate_metric, f"use one of {METRICS}")
+        url = self.reload_url
+        require(not url or url.startswith(("http://", "https://")), "EvaluateSpec", "serve_url", url,
+                "give the server's base URL (the serve_url param or $MLSYS_SERVE_URL), e.g. http://serve:8000, "
+                "or leave both empty for no reload call")
 
     @property
     def name(self) -> str:
         return self.model_name or settings().model_name
+
+    @property
+    def reload_url(self) -> str:
+        return (self.serve_url or settings().serve_url).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -46,11 +65,13 @@ class EvaluateResult:
     test: DatasetRef
     challenger_metrics: dict[str, float] = field(default_factory=dict)
     champion_metrics: dict[str, float] = field(default_factory=dict)
+    serve_reload: dict[str, Any] = field(default_factory=dict)  # {} when no server was told; else url, ok, answer/error
 
     def to_json(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "version": self.version, "promoted": self.promoted,
                 "champion_version": self.champion_version, "test": self.test.to_json(),
-                "challenger_metrics": self.challenger_metrics, "champion_metrics": self.champion_metrics}
+                "challenger_metrics": self.challenger_metrics, "champion_metrics": self.champion_metrics,
+                "serve_reload": self.serve_reload}
 
 
 def classification_metrics(y_true, y_pred) -> dict[str, float]:
@@ -72,6 +93,30 @@ def _score(model_uri: str, test) -> dict[str, float]:
 
     pred = mlflow.pyfunc.load_model(model_uri).predict(test[["text"]])
     return classification_metrics(test["label_true"].to_numpy(), pred["prediction"].to_numpy())
+
+
+def _reload_server(url: str, model: str, version: str) -> dict[str, Any]:
+    """Tell the server at ``url`` that ``model``'s champion moved to ``version``; never raises on a failed call.
+
+    The promotion stands either way (the server polls the alias too), so a
+    failure is reported, not raised: logged as an error and returned.
+    """
+    from mlsys.inference.reload_hook import notify
+
+    try:
+        answer = notify(url)
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, HTTPError, timeouts, bad JSON
+        detail = f"{type(exc).__name__}: {exc}"
+        if hasattr(exc, "read"):  # an HTTPError: the server's own reason, e.g. the new version failed to load
+            try:
+                detail += f" {exc.read().decode(errors='replace')[:500]}"
+            except OSError:
+                pass
+        log.error("%s version %s is champion, but telling the server at %s to reload failed (%s); "
+                  "the server keeps its current model until its next poll of the alias", model, version, url, detail)
+        return {"url": url, "ok": False, "error": detail}
+    log.info("told the server at %s to reload %s version %s: %s", url, model, version, answer)
+    return {"url": url, "ok": True, "answer": answer}
 
 
 def run(spec: EvaluateSpec) -> EvaluateResult:
@@ -104,6 +149,7 @@ def run(spec: EvaluateSpec) -> EvaluateResult:
     if promoted:
         client.set_registered_model_alias(spec.name, CHAMPION, mv.version)
     champion_version = mv.version if promoted else current.version
+    serve_reload = _reload_server(spec.reload_url, spec.name, str(mv.version)) if promoted and spec.reload_url else {}
 
     if mlflow.active_run() is not None:
         tracker.log_input(test_ref, "test")
@@ -111,7 +157,9 @@ def run(spec: EvaluateSpec) -> EvaluateResult:
         mlflow.log_metrics({f"champion_{k}": v for k, v in champion.items()})
         mlflow.log_params({"model_name": spec.name, "model_version": mv.version, "gate_metric": gate})
         mlflow.set_tags({"mlsys.promoted": str(promoted), "mlsys.champion_version": str(champion_version)})
+        if serve_reload:
+            mlflow.set_tag("mlsys.serve_reload", "ok" if serve_reload["ok"] else f"failed: {serve_reload['error']}"[:5000])
     return EvaluateResult(
         model_name=spec.name, version=str(mv.version), promoted=promoted, champion_version=str(champion_version),
-        test=test_ref, challenger_metrics=challenger, champion_metrics=champion,
+        test=test_ref, challenger_metrics=challenger, champion_metrics=champion, serve_reload=serve_reload,
     )

@@ -253,10 +253,21 @@ class DatasetStore:
         return self.read_table(name, version, columns).to_pandas()
 
     def iter_batches(self, ref: DatasetRef, batch_size: int = 65536, columns: list[str] | None = None):
-        """Stream a version as record batches: memory stays flat whatever the dataset size."""
+        """Stream a version as record batches of up to ``batch_size`` rows: memory stays flat whatever the size.
+
+        Each row group is read through its own reader: one reader over the whole
+        file keeps every row group it has read in its pre-buffer cache until it
+        ends, so memory grew with the file (about its compressed size).
+        """
         import pyarrow.parquet as pq
 
-        yield from pq.ParquetFile(self.path(ref)).iter_batches(batch_size=batch_size, columns=columns)
+        pf = pq.ParquetFile(self.path(ref))
+        for group in range(pf.num_row_groups):
+            reader = pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
+            try:
+                yield from reader
+            finally:
+                reader.close()
 
 
 def _is_frame(data: Any) -> bool:
