@@ -1,7 +1,8 @@
-"""The hashing featurizer: stable ids in every process, bucket range, EmbeddingBag offsets."""
+"""The hashing featurizer: stable ids in every process, bucket range, EmbeddingBag offsets, character n-grams."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,12 +18,12 @@ TEXTS = ["Check out my channel!!", "I love this song", "", "  ", "Ünïcödé w�
 
 
 def test_ids_are_stable_across_processes():
-    feat = HashingFeaturizer(num_buckets=1 << 12)
+    feat = HashingFeaturizer(num_buckets=1 << 12, char_ngrams=(2, 3))
     here = [feat.token_ids(t) for t in TEXTS]
     code = (
         "import json, sys\n"
         "from mlsys.training.featurizer import HashingFeaturizer\n"
-        "feat = HashingFeaturizer(num_buckets=1 << 12)\n"
+        "feat = HashingFeaturizer(num_buckets=1 << 12, char_ngrams=(2, 3))\n"
         "print(json.dumps([feat.token_ids(t) for t in json.loads(sys.argv[1])]))\n"
     )
     for seed in ("1", "2"):  # Python's own hash() would differ between these processes
@@ -39,9 +40,44 @@ def test_ids_are_crc32_of_tokens_and_bigrams():
     assert HashingFeaturizer(num_buckets=1000, bigrams=False).token_ids("CHECK out, my") == expected[:3]
 
 
+def test_character_ngrams_follow_the_words_by_token_start_and_size():
+    feat = HashingFeaturizer(num_buckets=1000, char_ngrams=(2, 3))
+    grams = ["ab", "c", "ab c",
+             "<a", "<ab", "ab", "ab>", "b>",  # "<ab>" from each start: its 2-gram, then its 3-gram
+             "<c", "<c>", "c>"]
+    expected = [zlib.crc32(g.encode()) % 1000 for g in grams[:3]] + [zlib.crc32(f"#{g}".encode()) % 1000 for g in grams[3:]]
+    assert feat.token_ids("AB, c!") == expected
+    assert HashingFeaturizer(num_buckets=1000, bigrams=False, char_ngrams=(2, 3)).token_ids("AB, c!") == \
+        expected[:2] + expected[3:]
+    # a size longer than "<token>" gives nothing for that token; a text without tokens still gets [0]
+    assert HashingFeaturizer(num_buckets=1000, char_ngrams=(4,)).token_ids("c") == [zlib.crc32(b"c") % 1000]
+    assert feat.token_ids("?!") == [0]
+
+
+def test_a_character_ngram_is_not_the_word_it_spells():
+    feat = HashingFeaturizer(num_buckets=1 << 20, bigrams=False, char_ngrams=(3,))
+    word, *grams = feat.token_ids("abc")  # "<ab", "abc", "bc>"
+    assert grams[1] != word and grams[1] == zlib.crc32(b"#abc") % (1 << 20)
+
+
+def test_config_round_trips_through_json_and_an_old_config_has_no_character_ngrams():
+    feat = HashingFeaturizer(num_buckets=1 << 12, char_ngrams=(2, 3))
+    again = HashingFeaturizer(**json.loads(json.dumps(dataclasses.asdict(feat))))  # as the pyfunc model loads it
+    assert again == feat and again.char_ngrams == (2, 3)
+    assert again.token_ids(TEXTS[0]) == feat.token_ids(TEXTS[0])
+    old = HashingFeaturizer(**{"num_buckets": 1 << 12, "bigrams": True})  # logged before char_ngrams existed
+    assert old.char_ngrams == () and len(old.token_ids("check out")) == 3
+
+
+@pytest.mark.parametrize("sizes", [(0,), (3, 2), (2, 2), (17,), ("2",)])
+def test_bad_character_ngram_sizes_name_the_value(sizes):
+    with pytest.raises(ValueError, match=r"HashingFeaturizer\.char_ngrams=.* is invalid: give increasing sizes"):
+        HashingFeaturizer(char_ngrams=sizes)
+
+
 @pytest.mark.parametrize("buckets", [2, 7, 1 << 15])
 def test_ids_are_within_the_bucket_range(buckets):
-    feat = HashingFeaturizer(num_buckets=buckets)
+    feat = HashingFeaturizer(num_buckets=buckets, char_ngrams=(2, 3))
     ids, _ = feat.encode(TEXTS * 3)
     assert ids.dtype == torch.long
     assert int(ids.min()) >= 0 and int(ids.max()) < buckets

@@ -26,13 +26,24 @@ def test_eval_mode_is_deterministic():
 
 
 def test_config_round_trips_through_json():
-    cfg = TextClassifierConfig(num_buckets=128, dim=16, depth=1, dropout=0.2)
+    cfg = TextClassifierConfig(num_buckets=128, dim=16, depth=1, dropout=0.2, embed_init_std=0.1)
     assert TextClassifierConfig(**cfg.to_json()) == cfg
+
+
+def test_embedding_starts_small():
+    """Not nn.EmbeddingBag's N(0, 1): a row's random start must not outweigh what training moves it by."""
+    torch.manual_seed(0)
+    weight = TextClassifier(TextClassifierConfig(num_buckets=4096, dim=64)).embed.weight.detach()
+    assert float(weight.std()) == pytest.approx(0.05, rel=0.02)
+    torch.manual_seed(0)
+    weight = TextClassifier(TextClassifierConfig(num_buckets=4096, dim=64, embed_init_std=0.5)).embed.weight.detach()
+    assert float(weight.std()) == pytest.approx(0.5, rel=0.02)
 
 
 @pytest.mark.parametrize(
     "field, value",
-    [("num_buckets", 1), ("dim", 0), ("num_classes", 1), ("depth", -1), ("dropout", 1.0), ("dropout", -0.1)],
+    [("num_buckets", 1), ("dim", 0), ("num_classes", 1), ("depth", -1), ("dropout", 1.0), ("dropout", -0.1),
+     ("embed_init_std", 0.0)],
 )
 def test_bad_config_names_the_field_and_value(field, value):
     with pytest.raises(ValueError, match=rf"TextClassifierConfig\.{field}={value} is invalid"):

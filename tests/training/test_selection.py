@@ -73,7 +73,7 @@ def selected(tmp_path_factory):
                            {"lr": 0.0001, "dim": 8, "depth": 0, "epochs": 1, "batch_size": 256, "optimizer": "sgd"}])
         with stage_run(RunContext.cli("select")) as active:
             result = run(SelectionSpec(grid=grid, dataset_version=labeled.version, num_buckets=1024, workers=2,
-                                       budget_mb=9.0))
+                                       budget_mb=30.0))
         with stage_run(RunContext.cli("evaluate")):
             gate = evaluate(EvaluateSpec(model_uri=result.model_uri))
         client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")

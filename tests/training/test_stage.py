@@ -82,7 +82,7 @@ def test_only_rows_with_weight_train(trained):
 def test_run_has_params_metrics_and_the_curve(trained):
     data = trained.run.data
     assert data.params["epochs"] == str(EPOCHS) and data.params["strategy"] == "single"
-    for key in ("num_buckets", "dim", "depth", "num_classes", "dropout", "batch_size", "lr", "seed"):
+    for key in ("num_buckets", "dim", "depth", "num_classes", "dropout", "batch_size", "lr", "seed", "char_ngrams"):
         assert key in data.params
     assert data.tags["mlsys.stage"] == "train"
     assert data.tags[f"mlsys.input.{LABELED}"] == trained.labeled.version
@@ -113,6 +113,9 @@ def test_logged_model_predicts_from_text(module_env):
     assert set(pred["prediction"]) <= {0, 1}
     assert np.allclose(pred["proba_0"] + pred["proba_1"], 1.0, atol=1e-6)
     assert (pred["prediction"] == (pred["proba_1"] > pred["proba_0"]).astype(int)).all()
+
+    # the default spec's featurizer, character n-grams included, travels with the model
+    assert model.unwrap_python_model().featurizer.char_ngrams == TrainSpec().char_ngram_sizes == (2, 3)
 
     logged = mlflow.get_logged_model(module_env.result.model_uri.removeprefix("models:/"))
     assert logged.source_run_id == module_env.run.info.run_id and logged.name == MODEL_NAME_IN_RUN
@@ -160,7 +163,13 @@ def test_labeled_data_without_usable_rows(module_env, mlsys_home):
         run(TrainSpec(epochs=1, dataset_version=ref.version))
 
 
-@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("dim", 1), ("depth", -1)])
+def test_character_ngram_sizes_parse():
+    assert TrainSpec(char_ngrams=" 2, 4").char_ngram_sizes == (2, 4)
+    assert TrainSpec(char_ngrams="").char_ngram_sizes == ()
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("dim", 1), ("depth", -1),
+                                          ("char_ngrams", "3,2"), ("char_ngrams", "0"), ("char_ngrams", "2,x")])
 def test_bad_spec_names_the_field_and_value(field, value):
     with pytest.raises(SpecError, match=rf"TrainSpec\.{field}={value!r} is invalid"):
         TrainSpec(**{field: value})

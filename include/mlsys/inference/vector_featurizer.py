@@ -8,7 +8,11 @@ the UTF-8 bytes of a whole chunk at once:
     bytes (B,) --lower LUT--> token-char mask --> token starts/ends (T,)
     CRC32 of each token   = XOR over its bytes of G[distance to token end][byte]   (one gather per byte)
     CRC32 of "a b" bigram = M_len(b)(CRC32("a ")) ^ CRC32(b)                       (CRC concatenation)
-    ids = crc % num_buckets, laid out per row as [unigrams..., bigrams...], or [0] for a row without tokens
+    char n-grams: tokens wrapped as "<token>" back to back --> stream (S,)
+        X_1[i] = T[stream[i]];  X_n[i] = G[n - 1][stream[i]] ^ X_n-1[i + 1]          (one gather per size)
+        CRC32("#" + n-gram at i) = CRC32("#" + n zero bytes) ^ X_n[i]               (kept where inside a token)
+    ids = crc % num_buckets, laid out per row as [unigrams..., bigrams..., char n-grams by token, start, size],
+          or [0] for a row without tokens
 
 CRC32 is linear over GF(2): feeding n zero bytes is a linear map M_n, so
 crc(A || B) = M_|B|(crc(A)) ^ crc(B). Tables G, Z, S below hold M_k applied to
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 
 MAX_LEN = 64  # tokens up to this many bytes are hashed with tables; longer ones with zlib
+CHAR_PREFIX = "#"  # HashingFeaturizer's prefix of a character n-gram (tests check they agree)
 _POLY = np.uint32(0xEDB88320)
 _FULL = np.uint32(0xFFFFFFFF)
 
@@ -77,6 +82,19 @@ for _c in b"abcdefghijklmnopqrstuvwxyz0123456789'":
     _TOKEN_BYTE[_c] = True
 
 
+def _char_stream(token_bytes: np.ndarray, tok_len: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every token wrapped as "<token>", back to back: stream (S,) uint8 and each token's end in it (T,)."""
+    ends = np.cumsum(tok_len + 2)
+    stream = np.empty(int(ends[-1]) if ends.size else 0, dtype=np.uint8)
+    inner = np.ones(stream.size, dtype=bool)
+    inner[ends - tok_len - 2] = False
+    inner[ends - 1] = False
+    stream[inner] = token_bytes
+    stream[ends - tok_len - 2] = ord("<")
+    stream[ends - 1] = ord(">")
+    return stream, ends
+
+
 def _shift(x: np.ndarray, n: np.ndarray) -> np.ndarray:
     """M_n(x) for each pair, n <= MAX_LEN: four byte-table gathers."""
     base = n.astype(np.int64) * 1024
@@ -108,16 +126,23 @@ def _fold_special(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np
 class VectorFeaturizer:
     """Same contract as HashingFeaturizer.encode, for a chunk of texts at once."""
 
-    def __init__(self, num_buckets: int = 1 << 15, bigrams: bool = True):
+    def __init__(self, num_buckets: int = 1 << 15, bigrams: bool = True, char_ngrams: Sequence[int] = ()):
         if num_buckets < 2:
             raise ValueError(f"VectorFeaturizer.num_buckets={num_buckets} is invalid: use at least 2 buckets")
+        sizes = tuple(char_ngrams)
+        if not all(isinstance(n, int) and n >= 1 for n in sizes) or list(sizes) != sorted(set(sizes)):
+            raise ValueError(f"VectorFeaturizer.char_ngrams={char_ngrams!r} is invalid: give increasing sizes >= 1, "
+                             f"e.g. (2, 3), or () for none")
         self.num_buckets = num_buckets
         self.bigrams = bigrams
+        self.char_ngrams = sizes
+        # CRC32("#" + n zero bytes): the prefix's and the init value's part of every "#" + n-gram CRC
+        self._char_base = {n: np.uint32(zlib.crc32(CHAR_PREFIX.encode() + bytes(n))) for n in sizes}
 
     @classmethod
     def like(cls, featurizer) -> "VectorFeaturizer":
         """The vectorised twin of a HashingFeaturizer."""
-        return cls(featurizer.num_buckets, featurizer.bigrams)
+        return cls(featurizer.num_buckets, featurizer.bigrams, featurizer.char_ngrams)
 
     def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = [t.encode() for t in texts]
@@ -152,12 +177,17 @@ class VectorFeaturizer:
         np.cumsum(counts[:-1], out=first[1:])
         pair = tok_row[:-1] == tok_row[1:]  # token k and k+1 are neighbours in one text
         per_row = (2 * counts - (counts > 0)) if self.bigrams else counts.copy()
+        if self.char_ngrams:
+            char_crc, char_per_tok = self._char_grams(low[m], tok_len)
+            char_per_row = np.bincount(tok_row, weights=char_per_tok, minlength=n).astype(np.int64)
+            words_per_row = per_row.copy()
+            per_row += char_per_row
         per_row[counts == 0] = 1  # HashingFeaturizer gives [0] for a text without tokens
         starts = np.zeros(n, dtype=np.int64)
         np.cumsum(per_row[:-1], out=starts[1:])
         ids = np.zeros(int(per_row.sum()), dtype=np.int64)
         within = np.arange(tok_start.size) - first[tok_row]
-        ids[starts[tok_row] + within] = crc % self.num_buckets
+        ids[starts[tok_row] + within] = self._bucket(crc)
         if self.bigrams and pair.any():
             a = np.flatnonzero(pair)
             b_len = tok_len[a + 1]
@@ -167,8 +197,41 @@ class VectorFeaturizer:
             bi[short] = _shift(head[short], b_len[short]) ^ crc[a + 1][short]
             if not short.all():
                 bi[~short] = self._long_bigrams(a[~short], head[~short], low[m], tok_len)
-            ids[starts[tok_row[a]] + counts[tok_row[a]] + within[a]] = bi % self.num_buckets
+            ids[starts[tok_row[a]] + counts[tok_row[a]] + within[a]] = self._bucket(bi)
+        if self.char_ngrams and char_crc.size:
+            # a row's n-grams follow its words; they come in row order, so each row's run is contiguous
+            char_first = np.zeros(n, dtype=np.int64)
+            np.cumsum(char_per_row[:-1], out=char_first[1:])
+            to = np.repeat(starts + words_per_row - char_first, char_per_row)
+            to += np.arange(char_crc.size)
+            ids[to] = self._bucket(char_crc)
         return ids, starts
+
+    def _char_grams(self, token_bytes: np.ndarray, tok_len: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(C,) uint32 CRC32 of "#" + each n-gram, ordered by token, start, size; (T,) n-grams per token."""
+        stream, ends = _char_stream(token_bytes, tok_len)
+        sizes = self.char_ngrams
+        crc = np.zeros((stream.size, len(sizes)), dtype=np.uint32)  # [i, j]: the sizes[j]-gram starting at i
+        full = np.ones((stream.size, len(sizes)), dtype=bool)  # it lies inside one "<token>"
+        at_byte = stream.astype(np.intp)  # np.take with native indices: the fastest gather numpy has
+        x = np.take(_T, at_byte)  # X_1[i]: the CRC register's part from byte i, with no byte after it
+        for size in range(1, sizes[-1] + 1):
+            if size > 1:  # X_size[i] over stream[i : i + size] = G[size - 1][stream[i]] ^ X_size-1[i + 1]
+                x = np.take(_G[(size - 1) * 256 : size * 256], at_byte[: -size + 1]) ^ x[1:]
+            if size in self._char_base:
+                j = sizes.index(size)
+                np.bitwise_xor(x, self._char_base[size], out=crc[: x.size, j])
+                for back in range(1, size):  # the last size - 1 starts of each token run past its ">"
+                    at = ends - back
+                    full[at[at >= 0], j] = False
+        per_tok = sum(np.maximum(tok_len + 3 - size, 0) for size in sizes)
+        return crc[full], per_tok
+
+    def _bucket(self, crc: np.ndarray) -> np.ndarray:
+        """crc % num_buckets; a mask when num_buckets is a power of two (10x faster than the division)."""
+        if self.num_buckets & (self.num_buckets - 1) == 0:
+            return crc & np.uint32(self.num_buckets - 1)
+        return crc % self.num_buckets
 
     @staticmethod
     def _token_crcs(token_bytes: np.ndarray, tok_len: np.ndarray) -> np.ndarray:

@@ -47,6 +47,7 @@ def register_model(name: str, num_buckets: int = 1 << 15, dim: int = 64, depth: 
     from mlsys.registry.stage import CHAMPION
     from mlsys.tracking import tracker
     from mlsys.training import HashingFeaturizer, TextClassifier, TextClassifierConfig
+    from mlsys.training.featurizer import DEFAULT_CHAR_NGRAMS
     from mlsys.training.stage import log_model
 
     tracker.configure()
@@ -55,7 +56,7 @@ def register_model(name: str, num_buckets: int = 1 << 15, dim: int = 64, depth: 
     model = TextClassifier(mcfg).eval()
     mlflow.set_experiment(experiment_id=tracker.experiment_id("mlsys-bench"))
     with mlflow.start_run(run_name=f"bench-model-{name}"):
-        uri = log_model(model, HashingFeaturizer(num_buckets=num_buckets), mcfg, comments()[:5])
+        uri = log_model(model, HashingFeaturizer(num_buckets=num_buckets, char_ngrams=DEFAULT_CHAR_NGRAMS), mcfg, comments()[:5])
     mv = mlflow.register_model(uri, name)
     mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION, mv.version)
     return str(mv.version)

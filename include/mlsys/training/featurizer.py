@@ -1,8 +1,16 @@
 """Hashed bag-of-words features for text: no vocabulary to fit, store or ship.
 
-Each token (and each pair of neighbouring tokens) maps to one of
-``num_buckets`` ids through CRC32, which, unlike Python's ``hash``, is the
-same in every process. Output is the (ids, offsets) pair nn.EmbeddingBag takes.
+Each token, each pair of neighbouring tokens and (optionally) each character
+n-gram of a token wrapped as ``<token>`` maps to one of ``num_buckets`` ids
+through CRC32, which, unlike Python's ``hash``, is the same in every process.
+A text's ids are laid out as
+
+    [unigrams..., bigrams..., character n-grams of each token by start, then size...]
+
+Character n-grams carry spelling: "subscribe", "subscribed" and "subscribeee"
+share most of theirs, and so do obfuscated URLs and numbers. They are hashed
+with a ``#`` prefix, so the n-gram "abc" inside a word is not the word "abc".
+Output is the (ids, offsets) pair nn.EmbeddingBag takes.
 """
 
 from __future__ import annotations
@@ -15,20 +23,34 @@ from typing import Sequence
 import torch
 
 TOKEN = re.compile(r"[a-z0-9']+")
+CHAR_PREFIX = "#"  # hashed before every character n-gram
+MAX_CHAR_NGRAM = 16
+DEFAULT_CHAR_NGRAMS = (2, 3)  # what the train stage uses unless told otherwise (TrainSpec.char_ngrams)
 
 
 @dataclass(frozen=True)
 class HashingFeaturizer:
     num_buckets: int = 1 << 15
     bigrams: bool = True
+    # Character n-gram sizes over each "<token>", e.g. (2, 3); () = none. The default stays () so that a
+    # config logged before character n-grams existed loads as the featurizer it was trained with.
+    char_ngrams: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.num_buckets < 2:
             raise ValueError(f"HashingFeaturizer.num_buckets={self.num_buckets} is invalid: use at least 2 buckets")
+        sizes = tuple(self.char_ngrams)  # a logged config gives a JSON list
+        if not all(isinstance(n, int) and 1 <= n <= MAX_CHAR_NGRAM for n in sizes) or list(sizes) != sorted(set(sizes)):
+            raise ValueError(f"HashingFeaturizer.char_ngrams={self.char_ngrams!r} is invalid: give increasing sizes "
+                             f"between 1 and {MAX_CHAR_NGRAM}, e.g. (2, 3), or () for none")
+        object.__setattr__(self, "char_ngrams", sizes)
 
     def token_ids(self, text: str) -> list[int]:
         tokens = TOKEN.findall(text.lower())
         grams = tokens + ([f"{a} {b}" for a, b in zip(tokens, tokens[1:])] if self.bigrams else [])
+        if self.char_ngrams:
+            grams.extend(CHAR_PREFIX + w[i : i + n] for w in (f"<{t}>" for t in tokens)
+                         for i in range(len(w)) for n in self.char_ngrams if i + n <= len(w))
         return [zlib.crc32(g.encode()) % self.num_buckets for g in grams] or [0]
 
     def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -187,7 +187,7 @@ def run(spec: SelectionSpec) -> SelectionResult:
     from mlsys.registry.stage import classification_metrics
     from mlsys.storage import DatasetStore
     from mlsys.tracking import tracker
-    from mlsys.training.featurizer import HashingFeaturizer
+    from mlsys.training.featurizer import DEFAULT_CHAR_NGRAMS, HashingFeaturizer
     from mlsys.training.model import TextClassifier
     from mlsys.training.sharp_runner import Job, train_many
     from mlsys.training.stage import log_model
@@ -206,7 +206,7 @@ def run(spec: SelectionSpec) -> SelectionResult:
     val_idx = np.random.default_rng(spec.seed).choice(gold, size=n_val, replace=False)
     val, train = df.iloc[np.sort(val_idx)], df.drop(index=val_idx).reset_index(drop=True)
 
-    featurizer = HashingFeaturizer(num_buckets=spec.num_buckets)
+    featurizer = HashingFeaturizer(num_buckets=spec.num_buckets, char_ngrams=DEFAULT_CHAR_NGRAMS)
     tracking = mlflow.active_run() is not None
     with tempfile.TemporaryDirectory(prefix="mlsys-select-") as tmp:
         ids, bag = featurizer.encode_padded(train["text"].tolist())

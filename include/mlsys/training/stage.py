@@ -40,6 +40,7 @@ class TrainSpec:
     dim: int = 64
     depth: int = 2
     num_buckets: int = 1 << 15
+    char_ngrams: str = "2,3"  # = featurizer.DEFAULT_CHAR_NGRAMS; character n-gram sizes over each "<token>", e.g. "2,3"; "" = words and bigrams only
     seed: int = 0
     storage_uri: str = ""
     strategy: str = "single"  # single | ddp | pipeline
@@ -54,11 +55,18 @@ class TrainSpec:
     checkpoint_key: str = ""  # same key = resume (an Airflow retry); "" = a fresh key per run
 
     def __post_init__(self):
+        from mlsys.training.featurizer import MAX_CHAR_NGRAM
+
         require(self.epochs >= 1, "TrainSpec", "epochs", self.epochs, "use at least 1 epoch")
         require(self.batch_size >= 1, "TrainSpec", "batch_size", self.batch_size, "use a batch size of at least 1")
         require(self.lr > 0, "TrainSpec", "lr", self.lr, "use a positive learning rate")
         require(self.dim >= 2, "TrainSpec", "dim", self.dim, "use a width of at least 2")
         require(self.depth >= 0, "TrainSpec", "depth", self.depth, "use 0 or more blocks")
+        sizes = self.char_ngrams.replace(" ", "").split(",") if self.char_ngrams.strip() else []
+        require(all(p.isdigit() and 1 <= int(p) <= MAX_CHAR_NGRAM for p in sizes)
+                and [int(p) for p in sizes] == sorted({int(p) for p in sizes}), "TrainSpec", "char_ngrams",
+                self.char_ngrams, f"give increasing sizes between 1 and {MAX_CHAR_NGRAM} separated by commas, "
+                "e.g. '2,3', or '' for none")
         require(self.strategy in STRATEGIES, "TrainSpec", "strategy", self.strategy, f"use one of {list(STRATEGIES)}")
         require(self.device in ("cpu", "cuda"), "TrainSpec", "device", self.device, "use 'cpu' or 'cuda'")
         require(self.nproc >= 1, "TrainSpec", "nproc", self.nproc, "use at least 1 process")
@@ -102,6 +110,10 @@ class TrainSpec:
                     f"the counts sum to {sum(counts)} but the model has {layers} layers (depth + 2): make them sum to {layers}")
 
     @property
+    def char_ngram_sizes(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.char_ngrams.replace(" ", "").split(",")) if self.char_ngrams.strip() else ()
+
+    @property
     def balance_counts(self) -> tuple[int, ...]:
         return tuple(int(p) for p in self.balance.replace(" ", "").split(",")) if self.balance else ()
 
@@ -137,7 +149,7 @@ def run(spec: TrainSpec) -> TrainResult:
     if df.empty:
         raise DataError(f"{ref.label}: no row has weight > 0; the label stage produced no usable labels")
 
-    featurizer = HashingFeaturizer(num_buckets=spec.num_buckets)
+    featurizer = HashingFeaturizer(num_buckets=spec.num_buckets, char_ngrams=spec.char_ngram_sizes)
     mcfg = TextClassifierConfig(num_buckets=spec.num_buckets, dim=spec.dim, depth=spec.depth)
     if spec.strategy != "single":
         return _run_distributed(spec, store, ref, df, featurizer, mcfg)
@@ -151,7 +163,7 @@ def run(spec: TrainSpec) -> TrainResult:
     if tracking:
         tracker.log_input(ref, "training")
         mlflow.log_params({**mcfg.to_json(), **{k: getattr(tcfg, k) for k in ("epochs", "batch_size", "lr", "seed")},
-                           "strategy": "single", "train_rows": len(df)})
+                           "char_ngrams": spec.char_ngrams, "strategy": "single", "train_rows": len(df)})
 
     def on_metrics(metrics: dict, step: int) -> None:
         if tracking:
@@ -208,7 +220,8 @@ def _run_distributed(spec: TrainSpec, store: DatasetStore, ref: DatasetRef, df, 
     if tracking:
         tracker.log_input(ref, "training")
         mlflow.log_params({**mcfg.to_json(), "epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr,
-                           "seed": spec.seed, "strategy": spec.strategy, "train_rows": len(df), "nproc": spec.nproc,
+                           "seed": spec.seed, "char_ngrams": spec.char_ngrams, "strategy": spec.strategy,
+                           "train_rows": len(df), "nproc": spec.nproc,
                            "device": spec.device, "checkpoint_every": spec.checkpoint_every, "checkpoint_uri": ckpt})
         if spec.strategy == "pipeline":
             mlflow.log_params({"microbatches": spec.microbatches, "schedule": spec.schedule,
