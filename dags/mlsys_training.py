@@ -49,6 +49,7 @@ TRAIN_PLACEMENT = {"queue": TRAIN_QUEUE, "pool": TRAIN_QUEUE} if TRAIN_QUEUE els
         "dim": Param(64, type="integer", minimum=2, description="Embedding and block width."),
         "depth": Param(2, type="integer", minimum=0, description="Number of residual blocks."),
         "seed": Param(0, type="integer", description="Seed for initialisation and shuffling."),
+        "char_ngrams": Param("2,3", type="string", description="Character n-gram sizes hashed with the words and bigrams, e.g. '2,3'; empty = words and bigrams only."),
         "strategy": Param("single", enum=["single", "ddp", "pipeline"], description="single: one process; ddp: DistributedDataParallel over nproc processes; pipeline: GPipe-style pipeline over nproc stages."),
         "nproc": Param(2, type="integer", minimum=1, description="Processes per node for ddp/pipeline (DDP replicas, or pipeline stages x replicas); at most the devices available."),
         "replicas": Param(1, type="integer", minimum=1, description="pipeline: data-parallel copies of the pipeline (pipeline x DDP); stages = nproc / replicas."),
