@@ -117,3 +117,22 @@ def test_bad_job_configs_fail_before_spawning(change, message, monkeypatch):
     base = {"model": {"num_buckets": 256, "dim": 16, "depth": 2}, "strategy": "pipeline", "nproc": 2, "batch_size": 16}
     with pytest.raises(ValueError, match=message):
         JobConfig(**{**base, **change})
+
+
+def test_a_resumed_pipeline_keeps_the_partition_of_its_checkpoint(tmp_path):
+    # the first run is cut [3, 1] by hand; the retry is asked to balance by profiling, which may cut
+    # differently, but its checkpoint holds [3, 1]'s stage weights, so it must keep [3, 1]
+    work = _workdir(tmp_path / "work", "pipeline", tmp_path / "ckpt", every=4)
+    cfg = json.loads((work / "job.json").read_text())
+    (work / "job.json").write_text(json.dumps({**cfg, "balance": [3, 1]}))
+    launch(["-m", "mlsys.training.job", str(work)], 2, on_line=lambda line: None)
+    state = torch.load(tmp_path / "ckpt" / "step-00000016" / "rank-0.pt", weights_only=False)
+    assert state["balance"] == [3, 1]
+    (tmp_path / "ckpt" / "latest.json").write_text(json.dumps({"step": 12}))  # the one before is kept
+    (work / "job.json").write_text(json.dumps({**cfg, "balance": []}))
+    (work / "result.pt").unlink()
+    events = []
+    launch(["-m", "mlsys.training.job", str(work)], 2, on_line=lambda line: events.append(parse_event(line)))
+    assert [e["step"] for e in events if e and e["kind"] == "resumed"] == [12]
+    assert [e["balance"] for e in events if e and e["kind"] == "partition"] == [[3, 1]]
+    assert (work / "result.pt").exists()

@@ -143,14 +143,15 @@ def _take(data: dict, idx: torch.Tensor, batch: int) -> tuple[tuple[torch.Tensor
     return (ids, bag), pack_target(proba, weight, weight.sum()), real
 
 
-def _build(cfg: JobConfig, model: TextClassifier, data: dict, device: torch.device, rank: int):
+def _build(cfg: JobConfig, model: TextClassifier, data: dict, device: torch.device, rank: int,
+           resumed_balance: list[int] | None = None):
     if cfg.strategy == "ddp":
         from mlsys.training.ddp import DDPStrategy
 
         return DDPStrategy(model, device=device), None
     from mlsys.training.pipeline import PipelineDDPStrategy, PipelineStrategy
 
-    balance, stats = list(cfg.balance), None
+    balance, stats = list(resumed_balance or cfg.balance), None
     if not balance:
         box = [None]
         if rank == 0:  # profile once, on a micro-batch of real rows
@@ -189,7 +190,11 @@ def _train(cfg: JobConfig, work: Path, device: torch.device, rank: int, world: i
     rows = len(data["weight"])
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = TextClassifier(TextClassifierConfig(**cfg.model))
-    strategy, stats = _build(cfg, model, data, device, rank)
+    ckpt = Checkpointer(cfg.checkpoint_uri, rank) if cfg.checkpoint_every else None
+    last = ckpt.latest() if ckpt else None
+    state = ckpt.load(last) if last is not None else None
+    # a resumed pipeline keeps the partition its checkpoint was cut by: profiling again may balance differently
+    strategy, stats = _build(cfg, model, data, device, rank, (state or {}).get("balance"))
     pipelined = cfg.strategy == "pipeline"
     if rank == 0 and pipelined:
         emit("partition", balance=list(strategy.balance), layer_stats=stats)
@@ -197,10 +202,8 @@ def _train(cfg: JobConfig, work: Path, device: torch.device, rank: int, world: i
     torch.manual_seed(cfg.seed + 1 + rank)  # dropout: one stream per rank
 
     steps_per_epoch = math.ceil(rows / cfg.batch_size)
-    ckpt = Checkpointer(cfg.checkpoint_uri, rank) if cfg.checkpoint_every else None
     start, acc, history = 0, {"total": 0.0, "seen": 0, "wall": 0.0}, []
-    if ckpt and (last := ckpt.latest()) is not None:
-        state = ckpt.load(last)
+    if state is not None:
         strategy.module.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], device)
@@ -248,7 +251,8 @@ def _train(cfg: JobConfig, work: Path, device: torch.device, rank: int, world: i
         if ckpt and done % cfg.checkpoint_every == 0:
             ckpt.save(done, {"model": strategy.module.state_dict(), "optimizer": opt.state_dict(),
                              "rng": rng_state(device), "step": done, "epoch_acc": dict(acc),
-                             "history": list(history)})
+                             "history": list(history),
+                             "balance": list(strategy.balance) if pipelined else None})
             dist.barrier()  # every rank's file is stored before the checkpoint counts
             if rank == 0:
                 ckpt.commit(done)
