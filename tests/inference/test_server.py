@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mlsys.inference.serve_benchmark import free_port
+from mlsys.inference.serve_benchmark import free_port, stop
 
 SERVE_MODEL = "spam-serve-test"
 
@@ -35,16 +35,6 @@ def start_server(home: Path, port: int, *extra: str) -> subprocess.Popen:
                             env=serve_env(home), stdout=log, stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}/ready", proc, timeout_s=120)
     return proc
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +82,7 @@ def running(registry):
     state = SimpleNamespace(port=free_port())
     state.proc = start_server(registry.home, state.port, *SERVER_ARGS)
     yield state
-    stop_server(state.proc)
+    stop(state.proc)  # terminate, then kill after 20 s
 
 
 @pytest.fixture

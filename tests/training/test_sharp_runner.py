@@ -11,12 +11,7 @@ from mlsys.training.sharp_runner import Job, train_many, train_sequential
 from mlsys.training.spiller import train_resident
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: intra-op threads only wait on each other
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/training/conftest.py
 
 
 @pytest.fixture(scope="module")

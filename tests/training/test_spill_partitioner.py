@@ -11,12 +11,7 @@ from mlsys.training.spill_partitioner import measure, partition
 ADAM = lambda ps: torch.optim.Adam(ps, lr=1e-3)  # noqa: E731
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: intra-op threads only wait on each other
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/training/conftest.py
 
 
 def _costs(layers, x, opt=ADAM):
