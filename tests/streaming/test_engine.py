@@ -24,11 +24,12 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
+@pytest.mark.parametrize("regions", ["pixels", "boxes"])
 @pytest.mark.parametrize("name,width", [("small", 0.25), ("vgg16", 0.125), ("resnet18", 0.125)])
-def test_exact_mode_equals_full_inference_of_the_seen_frame(name, width):
+def test_exact_mode_equals_full_inference_of_the_seen_frame(name, width, regions):
     model = build_cnn(name, width=width, num_classes=10, seed=1)
-    engine = IncrementalEngine(model, (3, SIZE, SIZE), EngineConfig(mode="exact", tile=8, max_cost=10.0,
-                                                                    refresh_share=1.0))
+    engine = IncrementalEngine(model, (3, SIZE, SIZE), EngineConfig(mode="exact", regions=regions, tile=8,
+                                                                    max_cost=10.0, refresh_share=1.0))
     incremental = 0
     for frame in _stream():
         out, stats = engine.process(frame[None])
@@ -43,7 +44,7 @@ def test_exact_mode_equals_full_inference_of_the_seen_frame(name, width):
 
 def test_multi_frame_batches_are_exact_against_one_base():
     model = build_cnn("small", width=0.25, seed=2)
-    cfg = EngineConfig(mode="exact", tile=8, batch_frames=3, max_cost=10.0, refresh_share=1.0)
+    cfg = EngineConfig(mode="exact", regions="boxes", tile=8, batch_frames=3, max_cost=10.0, refresh_share=1.0)
     engine = IncrementalEngine(model, (3, SIZE, SIZE), cfg)
     frames = _stream(7)
     engine.process(frames[:1])
@@ -78,7 +79,7 @@ def test_refresh_policies_and_unchanged_frames():
     engine = IncrementalEngine(model, (3, SIZE, SIZE), EngineConfig(refresh_share=0.5))
     _, stats = engine.process(torch.stack([frames[0], 1 - frames[0], 1 - frames[0]]))
     assert [s.refreshed for s in stats] == [True, True, False]
-    assert stats[2].boxes == 0 and stats[2].flops < 0.01 * engine.full_flops
+    assert stats[2].box_share == 0 and stats[2].flops < 0.01 * engine.full_flops
 
 
 class WithUpsample(nn.Module):

@@ -58,3 +58,54 @@ def test_rule_kinds_and_unsupported_reasons():
     assert "ceil_mode" in _rule(nn.MaxPool2d(2, ceil_mode=True))
     assert "padding_mode" in _rule(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"))
     assert "no propagation rule" in _rule(nn.Upsample(scale_factor=2))
+
+
+WINDOW_LAYERS = [
+    nn.Conv2d(4, 3, 3, padding=1), nn.Conv2d(4, 3, 3, stride=2, padding=1), nn.Conv2d(4, 3, 3, padding=2, dilation=2),
+    nn.Conv2d(4, 3, 1, stride=2), nn.Conv2d(4, 3, 7, stride=2, padding=3), nn.Conv2d(4, 6, 3, padding=1, groups=2),
+    nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), nn.Conv2d(4, 3, 3, padding=4),
+    nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(3, 1, 1), nn.AvgPool2d(2),
+]
+
+
+def _layer_on_input(module, seed):
+    """A random (1, 4, 17, 19) input, the layer's rule, and the layer's full output on it."""
+    torch.manual_seed(seed)
+    x = torch.rand(1, 4, 17, 19)
+    return x, _rule(module, channels=4), module(x)
+
+
+@pytest.mark.parametrize("module", WINDOW_LAYERS)
+def test_out_mask_is_exactly_the_outputs_scattered_changes_reach(module):
+    x, rule, base = _layer_on_input(module, 1)
+    changed_in = torch.rand(17, 19) < 0.04  # scattered pixels, as in real video
+    y = x + changed_in * (torch.rand(1, 4, 17, 19) + 0.5)
+    reached = (module(y) - base).abs().amax((0, 1)) > 0
+    mask = rule.out_mask(changed_in[None, None].float(), tuple(base.shape[2:]))[0, 0] > 0
+    assert not bool((reached & ~mask).any()), "an affected output lies outside the propagated mask"
+    assert bool(mask.any())
+
+
+@pytest.mark.parametrize("module", WINDOW_LAYERS)
+def test_gathered_rows_give_the_layer_s_outputs_at_any_positions(module):
+    x, rule, full = _layer_on_input(module, 2)
+    ho, wo = full.shape[2:]
+    rows = torch.cat([x[0].permute(1, 2, 0).reshape(17 * 19, 4), torch.zeros(1, 4)])  # the view, then padding
+    pos = torch.randperm(ho * wo)[: max(1, ho * wo // 3)].sort().values
+    index = rule.gather_index(pos, wo, (17, 19))
+    windows = rows[index]
+    if rule.pad_value != 0.0:
+        windows.masked_fill_((index == 17 * 19)[..., None], rule.pad_value)
+    want = full[0].permute(1, 2, 0).reshape(ho * wo, -1)[pos]
+    torch.testing.assert_close(rule.rows(windows), want, rtol=1e-5, atol=1e-5)
+
+
+def test_tau_keeps_a_mask_s_core_past_its_share_of_the_map():
+    rule = _rule(nn.Conv2d(2, 2, 3, padding=1))
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 10:14, 10:14] = 1
+    assert int(rule.out_mask(mask, (64, 64), tau=1.0).sum()) == 36  # a one-pixel halo
+    assert int(rule.out_mask(mask, (64, 64), tau=0.5).sum()) == 36  # 36 positions are within half the map
+    assert torch.equal(rule.out_mask(mask, (64, 64), tau=0.001), mask)  # cut to the core: no growth
+    pool = _rule(nn.MaxPool2d(2))  # windows that do not overlap have no halo: a change always reaches its output
+    assert int(pool.out_mask(mask, (32, 32), tau=0.001).sum()) == 4

@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=float, default=1.0, help="channel-width multiplier (1.0: VGG-16's widths)")
     parser.add_argument("--batch-frames", type=int, default=1, help="frames propagated together (multi-query)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--regions", choices=("pixels", "boxes"), default="pixels",
+                        help="per-position masks (default) or Krypton's boxes (needed for --batch-frames > 1)")
+    parser.add_argument("--threshold", type=float, help="per-pixel change threshold in [0, 255] (default: the "
+                        "mode's preset, 16 exact, 40 approx)")
+    parser.add_argument("--tau", type=float, help="approx: patch growth cut at this share of a map (preset 0.01)")
+    parser.add_argument("--refresh-every", type=int, help="approx: a new base frame every N frames (preset 12)")
     args = parser.parse_args(argv)
     if args.frames < 2:
         parser.error(f"--frames {args.frames}: use at least 2 frames")
@@ -117,11 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic or not args.video:
         streams.append(("synthetic-5%", synthetic_frames(args.frames, args.size, 0.05)))
     model = build_cnn(args.model, width=args.width, num_classes=1000, seed=0)
-    modes = {"exact": [EXACT], "approx": [APPROX], "both": [EXACT, APPROX]}[args.mode]
+    overrides = {"regions": args.regions, "batch_frames": args.batch_frames}
+    for key, value in (("threshold", None if args.threshold is None else args.threshold / 255), ("tau", args.tau),
+                       ("refresh_every", args.refresh_every)):
+        if value is not None:
+            overrides[key] = value
+    try:
+        modes = [replace(c, **overrides) for c in {"exact": [EXACT], "approx": [APPROX], "both": [EXACT, APPROX]}[args.mode]]
+    except ValueError as e:
+        parser.error(str(e))
     results = []
     for name, frames in streams:
         for config in modes:
-            row = run_stream(name, frames, model, replace(config, batch_frames=args.batch_frames))
+            row = run_stream(name, frames, model, config)
             row.update(model=args.model, width=args.width, threads=torch.get_num_threads())
             results.append(row)
             print(f"{name:24s} {row['mode']:6s} full {row['full_fps']:6.2f} fps  ours {row['ours_fps']:6.2f} fps  "

@@ -1,5 +1,19 @@
 """The incremental inference engine: Krypton's incremental view maintenance for a stream of frames.
 
+Per position (``regions="pixels"``, the default)::
+
+    frame t ──detect vs base input──► changed pixels (mask) ──► per layer (graph order):
+        window layer   mask ─out_mask─► positions ─gather windows from the view─► one GEMM / reduce ─► rows
+        pointwise      same positions, op on the rows
+        residual add   union of both inputs' masks, rows of both views added
+        global / head  whole map (the view) ─► recomputed in full
+        every recomputed row is written into its layer's view at once: the frame becomes the base
+
+Scattered changes cost what they touch: a kernel call per layer, not per box,
+so the FLOPs spent are the FLOPs the changed pixels need.
+
+With boxes (``regions="boxes"``, Krypton's patches; needed for multi-frame batches)::
+
     frame t ──detect vs base input──► boxes ──► per layer (graph order):
         window layer   boxes ─out_box─► merged out boxes ─in_window─► read base+patches ─op─► patches
         pointwise      same boxes, op on the patches
@@ -34,10 +48,11 @@ from torch import fx, nn
 
 from mlsys.streaming.propagation import (AddRule, FullRule, PointwiseRule, UnsupportedLayerError, WindowRule,
                                          describe, rule_for)
-from mlsys.streaming.region import Box, detect_changes, merge_boxes
+from mlsys.streaming.region import Box, detect_changes, detect_pixels, merge_boxes
 from mlsys.streaming.views import Delta, Views
 
 MODES = ("exact", "approx")
+REGIONS = ("pixels", "boxes")
 
 
 class FrameSizeError(ValueError):
@@ -54,6 +69,7 @@ class EngineConfig:
     """How the engine detects changes, propagates them and refreshes its base frame."""
 
     mode: str = "exact"
+    regions: str = "pixels"  # per-position masks (gather + GEMM), or boxes (Krypton's patches; multi-frame batches)
     threshold: float = 16 / 255  # per-pixel change threshold, in the frame's units (pixels in [0, 1])
     tile: int = 16  # change-detection tile side, in pixels
     min_pixels: int = 1  # changed pixels a tile needs to count as changed
@@ -76,6 +92,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         _require(self.mode in MODES, "mode", self.mode, f"use one of {MODES}")
+        _require(self.regions in REGIONS, "regions", self.regions, f"use one of {REGIONS}")
         _require(0 <= self.threshold < 1, "threshold", self.threshold, "use a value in [0, 1), e.g. 16/255")
         _require(self.tile >= 1, "tile", self.tile, "use a tile side of at least 1 pixel, e.g. 16")
         _require(self.min_pixels >= 1, "min_pixels", self.min_pixels, "use at least 1")
@@ -90,6 +107,8 @@ class EngineConfig:
                  "use 0 or more FLOPs per byte")
         _require(self.parallel_flops >= 0, "parallel_flops", self.parallel_flops, "use 0 or more FLOPs")
         _require(self.batch_frames >= 1, "batch_frames", self.batch_frames, "use at least 1 frame per batch")
+        _require(self.batch_frames == 1 or self.regions == "boxes", "batch_frames", self.batch_frames,
+                 "frames are batched by boxes: use regions='boxes' with it, or batch_frames=1")
         _require(self.on_unsupported in ("error", "fallback"), "on_unsupported", self.on_unsupported,
                  "use 'error' or 'fallback'")
 
@@ -105,7 +124,7 @@ class FrameStat:
     refreshed: bool  # full inference on a new base frame
     changed_share: float  # share of pixels over the threshold
     box_share: float  # share of the frame covered by the detected boxes
-    boxes: int
+    boxes: int  # rectangles detected (regions="boxes"; 0 per position)
     flops: float  # FLOPs spent on this frame
     latency_s: float  # wall time (a micro-batch's time is split evenly over its frames)
     min_flops: float = 0.0  # FLOPs the detected regions need, before boxes merge to save kernel calls
@@ -121,6 +140,7 @@ class _Step:
     full_flops: float = 0.0
     needs_view: bool = False
     consumers: list[str] = field(default_factory=list)
+    gather: torch.Tensor | None = None  # window layers, per position: input rows of every output position (Ho*Wo, kk)
 
 
 @contextlib.contextmanager
@@ -147,16 +167,23 @@ class IncrementalEngine:
     """Streams frames (3, H, W) through ``model`` incrementally; see the module doc."""
 
     def __init__(self, model: nn.Module, frame_shape: tuple[int, int, int], config: EngineConfig | None = None):
+        from torch.fx.experimental.optimization import fuse
         from torch.fx.passes.shape_prop import ShapeProp
 
         self.config = config or EngineConfig()
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.model = model.eval()
-        self.gm = fx.symbolic_trace(self.model)
+        self.gm = fuse(self.model)  # a traced copy, each conv's batch norm folded into it: one op instead of two
         with torch.no_grad():
             ShapeProp(self.gm).propagate(torch.zeros(1, *self.frame_shape))
         self.fallbacks: list[str] = []
         self.steps = self._plan()
+        self.step_of = {s.node.name: s for s in self.steps}
+        if self.config.regions == "pixels":
+            for step in self.steps:
+                if step.spatial and isinstance(step.rule, WindowRule):
+                    ho, wo = step.out_hw
+                    step.gather = step.rule.gather_index(torch.arange(ho * wo), wo, self.step_of[step.inputs[0]].out_hw)
         self.full_flops = sum(s.full_flops for s in self.steps)
         self.head_flops = sum(s.full_flops for s in self.steps if not s.spatial)
         self.views: Views | None = None
@@ -293,7 +320,10 @@ class IncrementalEngine:
                     value = value.clone()
                 seen.add(value.data_ptr())
                 kept[name] = value
-        self.views = Views(kept)
+        if self.config.regions == "pixels":
+            self.views = Views.by_rows(kept, {s.node.name for s in self.steps if s.spatial and s.needs_view})
+        else:
+            self.views = Views(kept)
         self.since_refresh = 0
         return env[self.output_name]
 
@@ -328,6 +358,72 @@ class IncrementalEngine:
             if rule is not None:
                 flops += rule.cost * sum(b.area for b in out)
         return regions, flops
+
+    def plan_pixels(self, changed: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
+        """The positions every spatial layer recomputes for a frame whose input changed in ``changed`` (H, W),
+        as flat indices into its map, and the FLOPs. Mask arithmetic only: run before any tensor work, to
+        decide whether full inference is cheaper."""
+        tau = self.config.effective_tau
+        masks: dict[str, torch.Tensor] = {}
+        positions: dict[str, torch.Tensor] = {}
+        flops = self.head_flops
+        for step in self.steps:
+            if not step.spatial:
+                continue
+            name, rule, src = step.node.name, step.rule, step.inputs[:1] and step.inputs[0]
+            if isinstance(rule, PointwiseRule):  # same positions as its input
+                masks[name], positions[name] = masks[src], positions[src]
+            else:
+                if step.node.op == "placeholder":
+                    mask = changed[None, None].float()  # (1, 1, H, W): masks propagate by max-pooling
+                elif isinstance(rule, WindowRule):
+                    mask = rule.out_mask(masks[src], step.out_hw, tau)
+                else:
+                    mask = torch.maximum(masks[src], masks[step.inputs[1]])
+                masks[name], positions[name] = mask, mask.flatten().nonzero().squeeze(1)
+            if rule is not None:
+                flops += rule.cost * len(positions[name])
+        return positions, flops
+
+    @torch.no_grad()
+    def _propagate_pixels(self, frame: torch.Tensor, positions: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Recompute every layer at its positions, writing each into its view; returns the output (1, ...)."""
+        assert self.views is not None
+        views, rows = self.views, self.views.rows
+        values: dict[str, torch.Tensor] = {}  # this frame's new rows (N, C) of each spatial layer
+        full_env: dict[str, Any] = {}
+        for step in self.steps:
+            name, rule = step.node.name, step.rule
+            if not step.spatial:
+                env = {src: views.tensors[src] if self.step_of[src].spatial else full_env[src] for src in step.inputs}
+                full_env[name] = self._call(step.node, env)
+                continue
+            pos = positions[name]
+            if not len(pos):
+                values[name] = torch.empty(0, step.node.meta["tensor_meta"].shape[1])
+                continue
+            if step.node.op == "placeholder":
+                vals = frame.permute(1, 2, 0).reshape(-1, frame.shape[0])[pos]
+            elif isinstance(rule, PointwiseRule):
+                src = step.inputs[0]
+                if rule.apply_ is not None and len(self.step_of[src].consumers) == 1:
+                    vals = rule.apply_(values[src])  # its view, if any, was written already
+                else:
+                    vals = rule.apply(values[src][:, :, None, None])[:, :, 0, 0]
+            elif isinstance(rule, WindowRule):
+                src = rows[step.inputs[0]]
+                index = step.gather.index_select(0, pos)  # (N, kh*kw)
+                windows = src.index_select(0, index.flatten()).view(*index.shape, src.shape[1])
+                if rule.pad_value != 0.0 and any(rule.padding):
+                    windows.masked_fill_((index == len(src) - 1)[..., None], rule.pad_value)
+                vals = rule.rows(windows)
+            else:
+                vals = rows[step.inputs[0]][pos] + rows[step.inputs[1]][pos]
+            values[name] = vals
+            if step.needs_view:
+                rows[name].index_copy_(0, pos, vals)
+        out = self.output_name
+        return views.tensors[out].clone() if self.step_of[out].spatial else full_env[out]
 
     @torch.no_grad()
     def _propagate(self, frames: list[torch.Tensor], plans: list[dict[str, list[Box]]]) -> tuple[torch.Tensor, dict[str, Delta]]:
@@ -420,12 +516,24 @@ class IncrementalEngine:
                 outputs[i] = self.materialise(frame)
                 stats[i] = FrameStat(True, 1.0, 1.0, 1, self.full_flops, time.perf_counter() - t0, self.full_flops)
                 continue
-            boxes, share = detect_changes(frame, self.views.tensors[self.input_name][0], cfg.threshold, cfg.tile,
-                                          cfg.min_pixels)
-            box_share = sum(b.area for b in boxes) / area
-            regions, flops = self.plan(boxes)
-            needed = self.plan(boxes, call_cost=False)[1] if cfg.call_flops or cfg.flops_per_weight_byte else flops
+            base = self.views.tensors[self.input_name][0]
             due = cfg.mode == "approx" and cfg.refresh_every and self.since_refresh + 1 >= cfg.refresh_every
+            if cfg.regions == "pixels":
+                mask, share = detect_pixels(frame, base, cfg.threshold, cfg.tile, cfg.min_pixels)
+                positions, flops = self.plan_pixels(mask)
+                box_share = float(mask.float().mean())
+                if not (box_share > cfg.refresh_share or flops > cfg.max_cost * self.full_flops or due):
+                    self.since_refresh += 1
+                    with _threads(self.threads):
+                        outputs[i] = self._propagate_pixels(frame, positions)
+                    stats[i] = FrameStat(False, share, box_share, 0, flops, time.perf_counter() - t0, flops)
+                    continue
+                boxes: list[Box] = []
+            else:
+                boxes, share = detect_changes(frame, base, cfg.threshold, cfg.tile, cfg.min_pixels)
+                box_share = sum(b.area for b in boxes) / area
+                regions, flops = self.plan(boxes)
+                needed = self.plan(boxes, call_cost=False)[1] if cfg.call_flops or cfg.flops_per_weight_byte else flops
             if box_share > cfg.refresh_share or flops > cfg.max_cost * self.full_flops or due:
                 flush()
                 t0 = time.perf_counter()

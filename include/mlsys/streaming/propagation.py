@@ -16,6 +16,14 @@ Approximate mode (Krypton's tau): an output box whose side would exceed
 ``tau`` x the map's side is cut back symmetrically, never below its core (the
 outputs whose window *centre* lies in the patch), so patches stop growing in
 deep layers and the rest of the map keeps its materialised values.
+
+Per position (the engine's default, ``regions="pixels"``), a region is a
+boolean mask and a window layer runs as gather + GEMM, one call for all of a
+frame's changed positions however scattered they are::
+
+    out mask   = max-pool of the zero-padded in mask (k, s, d): outputs whose window touches a change
+    core mask  = the in mask sampled at each window's centre (approximate mode past tau)
+    gather     view rows (H*W + 1, C), row H*W = padding  ->  (N, k*k, C)  ->  rows op  ->  (N, C_out)
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ class WindowRule:
     apply: Callable[[torch.Tensor], torch.Tensor]  # (N, Cin, h_in, w_in) unpadded op -> (N, Cout, h, w)
     cost: float  # FLOPs per output position (all channels)
     weight_bytes: int = 0  # read in full by every call, however small its patch
+    rows: Callable[[torch.Tensor], torch.Tensor] | None = None  # (N, kh*kw, Cin) gathered windows -> (N, Cout)
     kind: str = "window"
 
     def out_box(self, box: Box, out_hw: tuple[int, int], tau: float = 1.0) -> Box | None:
@@ -84,6 +93,30 @@ class WindowRule:
         ey, ex = (self.kernel[0] - 1) * self.dilation[0], (self.kernel[1] - 1) * self.dilation[1]
         return Box(out.y0 * sy - py, (out.y1 - 1) * sy - py + ey + 1, out.x0 * sx - px, (out.x1 - 1) * sx - px + ex + 1)
 
+    def out_mask(self, mask: torch.Tensor, out_hw: tuple[int, int], tau: float = 1.0) -> torch.Tensor:
+        """The outputs (1, 1, Ho, Wo) that the changed inputs ``mask`` (1, 1, H, W) reach (float, 1 = changed);
+        past ``tau`` of the map, only the core: the outputs whose window centre changed."""
+        (ky, kx), (sy, sx), (py, px), (dy, dx) = self.kernel, self.stride, self.padding, self.dilation
+        if 2 * py <= ky and 2 * px <= kx:  # max-pool's own padding (-inf) acts as zeros: every window holds an input
+            reach = F.max_pool2d(mask, (ky, kx), (sy, sx), (py, px), (dy, dx))
+        else:
+            reach = F.max_pool2d(F.pad(mask, (px, px, py, py)), (ky, kx), (sy, sx), dilation=(dy, dx))
+        reach = reach[..., :out_hw[0], :out_hw[1]]
+        if tau >= 1.0 or (ky <= sy and kx <= sx) or float(reach.sum()) <= tau * reach.numel():
+            return reach  # windows that do not overlap have no halo to cut
+        cy, cx = (ky - 1) * dy // 2, (kx - 1) * dx // 2
+        return F.pad(mask, (px, px, py, py))[..., cy::sy, cx::sx][..., :out_hw[0], :out_hw[1]]
+
+    def gather_index(self, positions: torch.Tensor, out_w: int, in_hw: tuple[int, int]) -> torch.Tensor:
+        """Rows of the input view (H*W + 1 rows, the last one padding) each output position reads: (N, kh*kw)."""
+        (ky, kx), (sy, sx), (py, px), (dy, dx) = self.kernel, self.stride, self.padding, self.dilation
+        h, w = in_hw
+        oy, ox = positions // out_w, positions % out_w
+        iy = (oy * sy - py)[:, None] + torch.arange(ky).repeat_interleave(kx) * dy
+        ix = (ox * sx - px)[:, None] + torch.arange(kx).repeat(ky) * dx
+        inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+        return torch.where(inside, iy * w + ix, h * w)
+
 
 @dataclass(frozen=True)
 class PointwiseRule:
@@ -91,6 +124,7 @@ class PointwiseRule:
 
     apply: Callable[[torch.Tensor], torch.Tensor]
     cost: float
+    apply_: Callable[[torch.Tensor], torch.Tensor] | None = None  # in place, for values no one else reads
     kind: str = "pointwise"
 
 
@@ -148,7 +182,28 @@ def _conv_rule(m: nn.Conv2d) -> WindowRule | str:
     w, b, g = m.weight, m.bias, m.groups
     cost = 2.0 * m.out_channels * (m.in_channels // g) * k[0] * k[1]
     nbytes = w.numel() * w.element_size() + (b.numel() * b.element_size() if b is not None else 0)
-    return WindowRule(k, s, p, d, 0.0, lambda t: F.conv2d(t, w, b, s, 0, d, g), cost, nbytes)
+    return WindowRule(k, s, p, d, 0.0, lambda t: F.conv2d(t, w, b, s, 0, d, g), cost, nbytes, _conv_rows(m))
+
+
+def _conv_rows(m: nn.Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The conv as one GEMM over gathered windows (N, kh*kw, Cin) -> (N, Cout); grouped convs as a batched one."""
+    g, cout = m.groups, m.out_channels
+    kk = m.kernel_size[0] * m.kernel_size[1]
+    w = m.weight.detach()  # (Cout, Cin/g, kh, kw) -> (kh*kw, Cin/g, Cout): matches the gather's row order
+    bias = m.bias.detach() if m.bias is not None else None
+    if g == 1:
+        wm = w.permute(2, 3, 1, 0).reshape(-1, cout).contiguous()
+        if bias is None:
+            return lambda x: x.reshape(len(x), -1) @ wm
+        return lambda x: torch.addmm(bias, x.reshape(len(x), -1), wm)
+    wg = w.reshape(g, cout // g, -1, kk).permute(0, 3, 2, 1).reshape(g, -1, cout // g).contiguous()  # (g, kk*cin/g, cout/g)
+
+    def grouped(x: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        xg = x.reshape(n, kk, g, -1).permute(2, 0, 1, 3).reshape(g, n, -1)  # (g, N, kk*cin/g)
+        out = torch.bmm(xg, wg).permute(1, 0, 2).reshape(n, cout)
+        return out + bias if bias is not None else out
+    return grouped
 
 
 def _pool_rule(m: nn.Module, channels: int) -> WindowRule | str:
@@ -162,11 +217,13 @@ def _pool_rule(m: nn.Module, channels: int) -> WindowRule | str:
         if m.return_indices:
             return "return_indices=True"
         d = _pair(m.dilation)
-        return WindowRule(k, s, p, d, float("-inf"), lambda t: F.max_pool2d(t, k, s, 0, d), cost)
+        return WindowRule(k, s, p, d, float("-inf"), lambda t: F.max_pool2d(t, k, s, 0, d), cost,
+                          rows=lambda x: x.amax(1))
     if not m.count_include_pad and p != (0, 0):
         return "count_include_pad=False with padding"
     div = m.divisor_override
-    return WindowRule(k, s, p, (1, 1), 0.0, lambda t: F.avg_pool2d(t, k, s, 0, divisor_override=div), cost)
+    return WindowRule(k, s, p, (1, 1), 0.0, lambda t: F.avg_pool2d(t, k, s, 0, divisor_override=div), cost,
+                      rows=lambda x: x.sum(1) / (div or k[0] * k[1]))
 
 
 def _no_inplace(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -190,6 +247,8 @@ def rule_for(node: fx.Node, gm: fx.GraphModule, channels: int) -> Rule | str:
             return PointwiseRule(m, 2.0 * channels)
         if isinstance(m, (nn.Dropout, nn.Dropout2d)) and m.training:
             return "dropout in training mode (call model.eval())"
+        if isinstance(m, nn.ReLU):
+            return PointwiseRule(_no_inplace(m), float(channels), torch.relu_)
         if isinstance(m, _POINTWISE_MODULES):
             return PointwiseRule(_no_inplace(m), float(channels))
         if isinstance(m, _GLOBAL_MODULES):
@@ -202,7 +261,8 @@ def rule_for(node: fx.Node, gm: fx.GraphModule, channels: int) -> Rule | str:
             fn, rest, kwargs = node.target, node.args[1:], {k: v for k, v in node.kwargs.items() if k != "inplace"}
             if any(isinstance(a, fx.Node) for a in (*rest, *kwargs.values())):
                 return "a pointwise function with tensor arguments"
-            return PointwiseRule(lambda t: fn(t, *rest, **kwargs), float(channels))
+            relu_ = torch.relu_ if fn in (F.relu, torch.relu) and not rest and not kwargs else None
+            return PointwiseRule(lambda t: fn(t, *rest, **kwargs), float(channels), relu_)
         if node.target in _GLOBAL_FUNCTIONS:
             return FullRule()
         return "no propagation rule for this function"

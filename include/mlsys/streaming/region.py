@@ -139,6 +139,17 @@ def tile_boxes(tiles: torch.Tensor, tile: int, h: int, w: int) -> list[Box]:
     return boxes
 
 
+def _changed(frame: torch.Tensor, reference: torch.Tensor, threshold: float, tile: int, min_pixels: int):
+    """Changed pixels (H, W), the share of pixels that changed, and the changed tiles (Th, Tw)."""
+    changed = (frame - reference).abs().amax(0) > threshold  # (H, W)
+    h, w = changed.shape
+    th, tw = -(-h // tile), -(-w // tile)
+    padded = torch.zeros(th * tile, tw * tile, dtype=torch.int32)
+    padded[:h, :w] = changed
+    counts = padded.view(th, tile, tw, tile).sum(dim=(1, 3))  # (Th, Tw)
+    return changed, float(changed.float().mean()), counts >= min_pixels
+
+
 def detect_changes(
     frame: torch.Tensor, reference: torch.Tensor, threshold: float, tile: int, min_pixels: int = 1
 ) -> tuple[list[Box], float]:
@@ -148,11 +159,21 @@ def detect_changes(
     frame's units) against ``reference``. Returns the boxes and the share of
     pixels that changed.
     """
-    changed = (frame - reference).abs().amax(0) > threshold  # (H, W)
-    h, w = changed.shape
-    th, tw = -(-h // tile), -(-w // tile)
-    padded = torch.zeros(th * tile, tw * tile, dtype=torch.int32)
-    padded[:h, :w] = changed
-    counts = padded.view(th, tile, tw, tile).sum(dim=(1, 3))  # (Th, Tw)
-    share = float(changed.float().mean())
-    return tile_boxes(counts >= min_pixels, tile, h, w), share
+    changed, share, tiles = _changed(frame, reference, threshold, tile, min_pixels)
+    return tile_boxes(tiles, tile, *changed.shape), share
+
+
+def detect_pixels(
+    frame: torch.Tensor, reference: torch.Tensor, threshold: float, tile: int = 1, min_pixels: int = 1
+) -> tuple[torch.Tensor, float]:
+    """The pixels (H, W) of ``frame`` changed by > ``threshold`` that lie in a tile with >= ``min_pixels`` of them.
+
+    The tile test drops isolated specks (compression noise) in approximate
+    mode; with ``tile=1`` every changed pixel counts. Returns the mask and the
+    share of pixels that changed before the tile test.
+    """
+    changed, share, tiles = _changed(frame, reference, threshold, tile, min_pixels)
+    if tile > 1 or min_pixels > 1:
+        h, w = changed.shape
+        changed = changed & tiles.repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:h, :w]
+    return changed, share

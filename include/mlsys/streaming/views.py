@@ -3,6 +3,14 @@
     base view of a layer    (1, C, H, W)   full inference on the base frame, kept
     delta of a layer        groups of patches: [(frame, box), ...] + a (n, C, h, w) tensor
 
+Per position (``regions="pixels"``), a spatial view lives in a row buffer
+(H*W + 1, C), channels last, its last row zeros for padding; ``tensors`` holds
+the (1, C, H, W) view over the same memory, and a frame's new values are
+written into it in place (the frame becomes the base as it is computed)::
+
+    rows[name]     (H*W + 1, C)   gathered by position: one row per pixel, then the padding row
+    tensors[name]  (1, C, H, W)   the same memory, channels last
+
 A frame's value of a layer is its base view overlaid with that frame's
 patches. Readers never build it whole: ``read_windows`` copies only the
 windows a next layer needs (padding outside the map), and ``commit`` writes a
@@ -40,8 +48,21 @@ class Delta:
 class Views:
     """The materialised base views of the layers that later layers read."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor]):
+    def __init__(self, tensors: dict[str, torch.Tensor], rows: dict[str, torch.Tensor] | None = None):
         self.tensors = tensors  # node name -> (1, C, H, W) for spatial layers, (1, ...) otherwise
+        self.rows = rows or {}  # node name -> (H*W + 1, C) buffer behind tensors[name] (per-position views)
+
+    @classmethod
+    def by_rows(cls, tensors: dict[str, torch.Tensor], spatial: set[str]) -> "Views":
+        """Views whose ``spatial`` maps are copied into row buffers (see the module doc); the rest kept as they are."""
+        kept, rows = dict(tensors), {}
+        for name in spatial:
+            _, c, h, w = tensors[name].shape
+            buf = torch.zeros(h * w + 1, c, dtype=tensors[name].dtype)
+            buf[:h * w] = tensors[name][0].permute(1, 2, 0).reshape(h * w, c)
+            rows[name] = buf
+            kept[name] = buf[:h * w].view(h, w, c).permute(2, 0, 1)[None]
+        return cls(kept, rows)
 
     def read_windows(
         self, name: str, delta: Delta | None, wanted: list[tuple[int, Box]], pad_value: float = 0.0
