@@ -32,7 +32,7 @@ def test_segments_are_committed_in_order_and_state_carries_over(mlsys_home, segm
     assert _frames(store) == list(range(16))
     assert run(StreamSpec(**SMALL)).segments == []  # nothing new: nothing redone
     _put(store, 3, seg[2])
-    second = run(StreamSpec(**SMALL))
+    second = run(StreamSpec(**SMALL, batch_frames=2))  # resumed by boxes, two frames a batch, from pixels' state
     assert second.segments == [3]
     table = store.read(DATASET_PREFIX + "camera", watermark.read(store, "camera").predictions)
     assert table["frame"].tolist() == list(range(24))

@@ -27,10 +27,11 @@ base, so their patches of equal size run through each layer in one call
 diffed against the frame before it, which gives the smallest regions.
 
 Exact mode: each output equals full inference on the frame the engine saw
-(the base input with the detected boxes replaced by the new frame's pixels).
-Approximate mode: patches are cut at ``tau`` of a map's side, and a new base
-frame (full inference) comes every ``refresh_every`` frames; the error is for
-the caller to measure against full inference, never assumed.
+(the base input with the detected pixels or boxes replaced by the new frame's).
+Approximate mode: regions stop growing past ``tau`` of a map (only their
+core is recomputed), and a new base frame (full inference) comes every
+``refresh_every`` frames; the error is for the caller to measure against full
+inference, never assumed.
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ class EngineConfig:
     mode: str = "exact"
     regions: str = "pixels"  # per-position masks (gather + GEMM), or boxes (Krypton's patches; multi-frame batches)
     threshold: float = 16 / 255  # per-pixel change threshold, in the frame's units (pixels in [0, 1])
-    tile: int = 16  # change-detection tile side, in pixels
+    tile: int = 16  # change-detection tile side, in pixels (pixels: only for the min_pixels test)
     min_pixels: int = 1  # changed pixels a tile needs to count as changed
-    tau: float = 0.25  # approx: a patch side is cut at tau x the map side (exact mode ignores it)
+    tau: float = 0.25  # approx: a region past tau of a map (boxes: of its side) is cut to its core (exact ignores it)
     refresh_every: int = 0  # approx: full inference on a new base frame every N frames (0: never)
     refresh_share: float = 0.6  # full inference when the changed boxes cover more than this share
     max_cost: float = 0.8  # full inference when propagating would cost more than this share of its FLOPs
+    # boxes only, from here to parallel_flops
     merge_slack: float = 1.25  # merge two boxes when their hull is at most this x their union
     max_boxes: int = 64  # per layer and frame
     # What one kernel call costs by itself, in FLOP-equivalents: dispatch, plus streaming the layer's weights
@@ -494,7 +496,7 @@ class IncrementalEngine:
         cfg = self.config
         outputs: list[torch.Tensor | None] = [None] * len(frames)
         stats: list[FrameStat | None] = [None] * len(frames)
-        pending: list[tuple[int, dict[str, list[Box]], FrameStat]] = []
+        pending: list[tuple[int, dict[str, list[Box]], FrameStat]] = []  # boxes: frames waiting for their batch
         area = self.frame_shape[1] * self.frame_shape[2]
 
         def flush() -> None:
@@ -512,39 +514,35 @@ class IncrementalEngine:
         for i, frame in enumerate(frames):
             self._check(frame)
             t0 = time.perf_counter()
-            if self.views is None:
-                outputs[i] = self.materialise(frame)
-                stats[i] = FrameStat(True, 1.0, 1.0, 1, self.full_flops, time.perf_counter() - t0, self.full_flops)
-                continue
-            base = self.views.tensors[self.input_name][0]
-            due = cfg.mode == "approx" and cfg.refresh_every and self.since_refresh + 1 >= cfg.refresh_every
-            if cfg.regions == "pixels":
-                mask, share = detect_pixels(frame, base, cfg.threshold, cfg.tile, cfg.min_pixels)
-                positions, flops = self.plan_pixels(mask)
-                box_share = float(mask.float().mean())
-                if not (box_share > cfg.refresh_share or flops > cfg.max_cost * self.full_flops or due):
+            if self.views is not None:
+                base = self.views.tensors[self.input_name][0]
+                if cfg.regions == "pixels":
+                    mask, share = detect_pixels(frame, base, cfg.threshold, cfg.tile, cfg.min_pixels)
+                    positions, flops = self.plan_pixels(mask)
+                    stat = FrameStat(False, share, float(mask.float().mean()), 0, flops, 0.0, flops)
+                else:
+                    boxes, share = detect_changes(frame, base, cfg.threshold, cfg.tile, cfg.min_pixels)
+                    regions, flops = self.plan(boxes)
+                    needed = self.plan(boxes, call_cost=False)[1] if cfg.call_flops or cfg.flops_per_weight_byte else flops
+                    stat = FrameStat(False, share, sum(b.area for b in boxes) / area, len(boxes), flops, 0.0, needed)
+                due = cfg.mode == "approx" and cfg.refresh_every and self.since_refresh + 1 >= cfg.refresh_every
+                if not (due or stat.box_share > cfg.refresh_share or flops > cfg.max_cost * self.full_flops):
                     self.since_refresh += 1
-                    with _threads(self.threads):
-                        outputs[i] = self._propagate_pixels(frame, positions)
-                    stats[i] = FrameStat(False, share, box_share, 0, flops, time.perf_counter() - t0, flops)
+                    if cfg.regions == "pixels":
+                        with _threads(self.threads):
+                            outputs[i] = self._propagate_pixels(frame, positions)
+                        stats[i] = replace(stat, latency_s=time.perf_counter() - t0)
+                        continue
+                    pending.append((i, regions, replace(stat, latency_s=time.perf_counter() - t0)))
+                    if len(pending) >= cfg.batch_frames:
+                        flush()
                     continue
-                boxes: list[Box] = []
-            else:
-                boxes, share = detect_changes(frame, base, cfg.threshold, cfg.tile, cfg.min_pixels)
-                box_share = sum(b.area for b in boxes) / area
-                regions, flops = self.plan(boxes)
-                needed = self.plan(boxes, call_cost=False)[1] if cfg.call_flops or cfg.flops_per_weight_byte else flops
-            if box_share > cfg.refresh_share or flops > cfg.max_cost * self.full_flops or due:
                 flush()
                 t0 = time.perf_counter()
-                outputs[i] = self.materialise(frame)
-                stats[i] = FrameStat(True, share, box_share, len(boxes), self.full_flops, time.perf_counter() - t0,
-                                     self.full_flops)
-                continue
-            self.since_refresh += 1
-            pending.append((i, regions, FrameStat(False, share, box_share, len(boxes), flops,
-                                                  time.perf_counter() - t0, needed)))
-            if len(pending) >= cfg.batch_frames:
-                flush()
+            else:
+                stat = FrameStat(True, 1.0, 1.0, 1, 0.0, 0.0)
+            outputs[i] = self.materialise(frame)  # the first frame, or a refresh: a new base frame
+            stats[i] = replace(stat, refreshed=True, flops=self.full_flops, min_flops=self.full_flops,
+                               latency_s=time.perf_counter() - t0)
         flush()
         return torch.cat(outputs), stats  # type: ignore[arg-type]

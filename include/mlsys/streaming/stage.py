@@ -74,6 +74,8 @@ class StreamSpec:
             config = replace(config, tau=self.tau)
         if self.refresh_every >= 0:
             config = replace(config, refresh_every=self.refresh_every)
+        if self.batch_frames > 1:  # frames are batched by boxes (Krypton's multi-query); one at a time by pixels
+            config = replace(config, regions="boxes")
         return replace(config, batch_frames=self.batch_frames)
 
 
