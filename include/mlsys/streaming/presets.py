@@ -5,11 +5,11 @@ from __future__ import annotations
 from mlsys.streaming.engine import EngineConfig
 
 PRESETS: dict[str, EngineConfig] = {
-    # Exact: every changed pixel (> 16/255) is propagated, position by position, with full halos.
-    "exact": EngineConfig(mode="exact", threshold=16 / 255, tile=1, min_pixels=1),
+    # Exact: every changed pixel (> 16/255) is propagated with full halos (boxes: around 8-pixel tiles).
+    "exact": EngineConfig(mode="exact", threshold=16 / 255, tile=8, min_pixels=1),
     # Krypton's approximations, tuned for >= 4x on carphone: a coarser change threshold (40/255, tiles need
-    # 8 changed pixels), patches that stop growing (tau = 0.01 of a map's side keeps just their core) and a
-    # new base frame every 12 frames. Its error is measured by the benchmark and the stage, never assumed.
+    # 8 changed pixels), regions that stop growing (past tau = 1% of a map only their core is recomputed) and
+    # a new base frame every 12 frames. Its error is measured by the benchmark and the stage, never assumed.
     "approx": EngineConfig(mode="approx", threshold=40 / 255, tile=8, min_pixels=8, tau=0.01, refresh_every=12,
                            refresh_share=0.5),
 }

@@ -173,7 +173,7 @@ def detect_pixels(
     share of pixels that changed before the tile test.
     """
     changed, share, tiles = _changed(frame, reference, threshold, tile, min_pixels)
-    if tile > 1 or min_pixels > 1:
+    if min_pixels > 1:
         h, w = changed.shape
         changed = changed & tiles.repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:h, :w]
     return changed, share

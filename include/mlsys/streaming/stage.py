@@ -44,7 +44,7 @@ class StreamSpec:
     seed: int = 0
     size: int = 224  # frames are resized to size x size
     resize: bool = True  # False: frames must already be size x size
-    tau: float = 0.0  # approx: patch truncation share (0: the mode's preset)
+    tau: float = 0.0  # approx: region growth cut past this share of a map (0: the mode's preset)
     refresh_every: int = -1  # approx: new base frame every N frames (-1: the mode's preset)
     batch_frames: int = 1  # frames propagated together
     max_segments: int = 0  # segments per run (0: all pending)
