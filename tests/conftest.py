@@ -1,7 +1,8 @@
 """Fixtures shared by the whole test suite.
 
 - every test starts from fixed random seeds (``random``, ``numpy``, ``torch`` if installed);
-- ``mlsys_home``: a fresh ``$MLSYS_HOME`` under ``tmp_path``, so every default lives there;
+- ``mlsys_home``: a fresh ``$MLSYS_HOME`` under ``tmp_path``, so every default lives there; ``point_home``
+  does the same for a module fixture's own folder;
 - ``moto_server``: one real S3 endpoint (moto in server mode) for the whole session;
 - ``s3_root``: a fresh bucket on that endpoint, with the AWS environment pointing at it;
 - ``data_dir``: the shared data folder next to the repository.
@@ -45,16 +46,29 @@ def _seed_everything():
     yield
 
 
+def _point_home(mp: pytest.MonkeyPatch, home: Path, model_name: str | None = None) -> Path:
+    """Point ``$MLSYS_HOME`` at ``home`` through ``mp``: storage, tracking and artifact URIs fall back to it."""
+    mp.setenv("MLSYS_HOME", str(home))
+    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
+        mp.delenv(var, raising=False)
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    if model_name:
+        mp.setenv("MLSYS_MODEL_NAME", model_name)
+    return home
+
+
+@pytest.fixture(scope="session")
+def point_home():
+    """``point_home(mp, home, model_name=None)``: for module fixtures that build one home for many tests."""
+    return _point_home
+
+
 @pytest.fixture
 def mlsys_home(tmp_path, monkeypatch) -> Path:
     """A private ``$MLSYS_HOME``; storage, tracking and artifact URIs fall back to it."""
     home = tmp_path / "mlsys-home"
     home.mkdir()
-    monkeypatch.setenv("MLSYS_HOME", str(home))
-    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    return home
+    return _point_home(monkeypatch, home)
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsys.errors import DataError, SpecError, StorageError
+from mlsys.errors import DataError, SpecError
 from mlsys.inference.batch import PREDICTIONS, BatchSpec, run
 from mlsys.ingest.stage import TEST, UNLABELED, IngestSpec
 from mlsys.ingest.stage import run as ingest
@@ -30,20 +30,12 @@ MODEL = "spam-batch-test"
 COLUMNS = ["id", "prediction", "proba_0", "proba_1", "model_version"]
 
 
-def _env(mp: pytest.MonkeyPatch, home: Path) -> None:
-    mp.setenv("MLSYS_HOME", str(home))
-    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
-        mp.delenv(var, raising=False)
-    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    mp.setenv("MLSYS_MODEL_NAME", MODEL)
-
-
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def pipeline(tmp_path_factory, point_home):
     """ingest -> label -> validate -> train -> evaluate (champion v1), then one batch run: once per module."""
     home = tmp_path_factory.mktemp("batch-home")
     with pytest.MonkeyPatch.context() as mp:
-        _env(mp, home)
+        point_home(mp, home, model_name=MODEL)
         ingested = ingest(IngestSpec(source=str(DATA), gold_size=200))
         label(LabelSpec(epochs=50))
         validate(ValidateSpec())
@@ -57,8 +49,8 @@ def pipeline(tmp_path_factory):
 
 
 @pytest.fixture
-def env(pipeline, monkeypatch):
-    _env(monkeypatch, pipeline.home)
+def env(pipeline, monkeypatch, point_home):
+    point_home(monkeypatch, pipeline.home, model_name=MODEL)
     return pipeline
 
 

@@ -21,15 +21,8 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube
 EPOCHS = 50
 
 
-def _env(mp: pytest.MonkeyPatch, home: Path) -> None:
-    mp.setenv("MLSYS_HOME", str(home))
-    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
-        mp.delenv(var, raising=False)
-    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
 @pytest.fixture(scope="module")
-def labeled(tmp_path_factory):
+def labeled(tmp_path_factory, point_home):
     """Ingest, then label inside a CLI-style MLflow run: done once for the module."""
     import mlflow
 
@@ -37,7 +30,7 @@ def labeled(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("label-home")
     with pytest.MonkeyPatch.context() as mp:
-        _env(mp, home)
+        point_home(mp, home)
         ingested = ingest(IngestSpec(source=str(DATA), gold_size=200))
         with stage_run(RunContext.cli("label")) as active:
             result = run(LabelSpec(epochs=EPOCHS))
@@ -52,9 +45,9 @@ def labeled(tmp_path_factory):
 
 
 @pytest.fixture
-def module_env(labeled, monkeypatch):
+def module_env(labeled, monkeypatch, point_home):
     """Point this test's environment at the module's MLSYS_HOME."""
-    _env(monkeypatch, labeled.home)
+    point_home(monkeypatch, labeled.home)
     return labeled
 
 

@@ -30,14 +30,6 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube
 MODEL = "spam-gate-test"
 
 
-def _env(mp: pytest.MonkeyPatch, home: Path) -> None:
-    mp.setenv("MLSYS_HOME", str(home))
-    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
-        mp.delenv(var, raising=False)
-    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    mp.setenv("MLSYS_MODEL_NAME", MODEL)
-
-
 # -- metrics -------------------------------------------------------------------------
 
 
@@ -83,13 +75,13 @@ def test_serve_url_comes_from_the_param_or_the_environment_and_is_checked(monkey
 
 
 @pytest.fixture(scope="module")
-def gate(tmp_path_factory):
+def gate(tmp_path_factory, point_home):
     """Three models from the real data, evaluated in order: a middling one, a worse one, a better one."""
     import mlflow
 
     home = tmp_path_factory.mktemp("registry-home")
     with pytest.MonkeyPatch.context() as mp:
-        _env(mp, home)
+        point_home(mp, home, model_name=MODEL)
         ingest(IngestSpec(source=str(DATA), gold_size=200))
         label(LabelSpec(epochs=50))
         validate(ValidateSpec())
@@ -165,9 +157,9 @@ def test_evaluate_result_round_trips_through_json(gate):
     assert data["test"]["version"] == gate.better.result.test.version
 
 
-def test_gate_on_another_metric_and_a_tie(gate, monkeypatch):
+def test_gate_on_another_metric_and_a_tie(gate, monkeypatch, point_home):
     """Re-evaluating the champion's own model ties it, and a tie never moves the champion."""
-    _env(monkeypatch, gate.home)
+    point_home(monkeypatch, gate.home, model_name=MODEL)
     result = run(EvaluateSpec(model_uri=gate.better.trained.model_uri, gate_metric="accuracy"))
     assert result.version == "4"
     assert result.challenger_metrics == result.champion_metrics
@@ -184,9 +176,9 @@ def _ready_version(port: int) -> str:
 
 
 @pytest.fixture
-def champion_is_1(gate, monkeypatch):
+def champion_is_1(gate, monkeypatch, point_home):
     """The middling model (version 1) holds champion again, so the better model's next evaluation promotes it."""
-    _env(monkeypatch, gate.home)
+    point_home(monkeypatch, gate.home, model_name=MODEL)
     monkeypatch.delenv("MLSYS_SERVE_URL", raising=False)
     before = _alias(gate.client, CHAMPION)
     gate.client.set_registered_model_alias(MODEL, CHAMPION, "1")
@@ -275,8 +267,8 @@ def test_nothing_listening_still_promotes(champion_is_1, monkeypatch, caplog):
     assert json.loads(json.dumps(result.to_json()))["serve_reload"] == result.serve_reload
 
 
-def test_no_promotion_no_reload_call(gate, endpoint, monkeypatch):
-    _env(monkeypatch, gate.home)
+def test_no_promotion_no_reload_call(gate, endpoint, monkeypatch, point_home):
+    point_home(monkeypatch, gate.home, model_name=MODEL)
     result = run(EvaluateSpec(model_uri=gate.worse.trained.model_uri, serve_url=endpoint))
     assert not result.promoted and result.serve_reload == {}
     assert _Endpoint.calls == []

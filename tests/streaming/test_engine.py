@@ -42,6 +42,20 @@ def test_exact_mode_equals_full_inference_of_the_seen_frame(name, width, regions
     assert incremental == 5  # every frame after the first went through the incremental path
 
 
+def test_maps_too_large_for_a_gather_table_gather_per_frame_exactly(monkeypatch):
+    import mlsys.streaming.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "GATHER_TABLE_MAX", 0)
+    model = build_cnn("resnet18", width=0.125, num_classes=10, seed=4)
+    engine = IncrementalEngine(model, (3, SIZE, SIZE), EngineConfig(max_cost=10.0, refresh_share=1.0))
+    assert all(s.gather is None for s in engine.steps)
+    for frame in _stream(4):
+        out, stats = engine.process(frame[None])
+        with torch.no_grad():
+            assert _rel(out, model(engine.views.tensors[engine.input_name])) <= 1e-4
+    assert not stats[0].refreshed
+
+
 def test_multi_frame_batches_are_exact_against_one_base():
     model = build_cnn("small", width=0.25, seed=2)
     cfg = EngineConfig(mode="exact", regions="boxes", tile=8, batch_frames=3, max_cost=10.0, refresh_share=1.0)

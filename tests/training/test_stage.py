@@ -25,21 +25,14 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube
 EPOCHS = 2
 
 
-def _env(mp: pytest.MonkeyPatch, home: Path) -> None:
-    mp.setenv("MLSYS_HOME", str(home))
-    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
-        mp.delenv(var, raising=False)
-    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, point_home):
     """ingest -> label -> validate -> train, each in its own MLflow run: once for the module."""
     import mlflow
 
     home = tmp_path_factory.mktemp("train-home")
     with pytest.MonkeyPatch.context() as mp:
-        _env(mp, home)
+        point_home(mp, home)
         with stage_run(RunContext.cli("ingest")):
             ingest(IngestSpec(source=str(DATA), gold_size=200))
         with stage_run(RunContext.cli("label")):
@@ -57,8 +50,8 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture
-def module_env(trained, monkeypatch):
-    _env(monkeypatch, trained.home)
+def module_env(trained, monkeypatch, point_home):
+    point_home(monkeypatch, trained.home)
     return trained
 
 

@@ -21,19 +21,12 @@ from mlsys.validation.stage import ValidateSpec, check, run
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube-spam"
 
 
-def _env(mp: pytest.MonkeyPatch, home: Path) -> None:
-    mp.setenv("MLSYS_HOME", str(home))
-    for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
-        mp.delenv(var, raising=False)
-    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
 @pytest.fixture(scope="module")
-def labeled(tmp_path_factory):
+def labeled(tmp_path_factory, point_home):
     """Ingest and label the real data once; each test gets a fresh storage root seeded with it."""
     home = tmp_path_factory.mktemp("validate-home")
     with pytest.MonkeyPatch.context() as mp:
-        _env(mp, home)
+        point_home(mp, home)
         ingest(IngestSpec(source=str(DATA), gold_size=200))
         result = label(LabelSpec(epochs=50))
         df = DatasetStore().read(LABELED, result.labeled.version)

@@ -54,6 +54,7 @@ from mlsys.streaming.views import Delta, Views
 
 MODES = ("exact", "approx")
 REGIONS = ("pixels", "boxes")
+GATHER_TABLE_MAX = 1 << 22  # entries (32 MB) of a layer's gather table; larger maps compute their rows per frame
 
 
 class FrameSizeError(ValueError):
@@ -183,8 +184,10 @@ class IncrementalEngine:
         self.step_of = {s.node.name: s for s in self.steps}
         if self.config.regions == "pixels":
             for step in self.steps:
-                if step.spatial and isinstance(step.rule, WindowRule):
-                    ho, wo = step.out_hw
+                if not (step.spatial and isinstance(step.rule, WindowRule)):
+                    continue
+                (ho, wo), (kh, kw) = step.out_hw, step.rule.kernel
+                if ho * wo * kh * kw <= GATHER_TABLE_MAX:
                     step.gather = step.rule.gather_index(torch.arange(ho * wo), wo, self.step_of[step.inputs[0]].out_hw)
         self.full_flops = sum(s.full_flops for s in self.steps)
         self.head_flops = sum(s.full_flops for s in self.steps if not s.spatial)
@@ -414,7 +417,10 @@ class IncrementalEngine:
                     vals = rule.apply(values[src][:, :, None, None])[:, :, 0, 0]
             elif isinstance(rule, WindowRule):
                 src = rows[step.inputs[0]]
-                index = step.gather.index_select(0, pos)  # (N, kh*kw)
+                if step.gather is not None:
+                    index = step.gather.index_select(0, pos)  # (N, kh*kw)
+                else:
+                    index = rule.gather_index(pos, step.out_hw[1], self.step_of[step.inputs[0]].out_hw)
                 windows = src.index_select(0, index.flatten()).view(*index.shape, src.shape[1])
                 if rule.pad_value != 0.0 and any(rule.padding):
                     windows.masked_fill_((index == len(src) - 1)[..., None], rule.pad_value)
