@@ -63,7 +63,7 @@ def test_rule_kinds_and_unsupported_reasons():
 WINDOW_LAYERS = [
     nn.Conv2d(4, 3, 3, padding=1), nn.Conv2d(4, 3, 3, stride=2, padding=1), nn.Conv2d(4, 3, 3, padding=2, dilation=2),
     nn.Conv2d(4, 3, 1, stride=2), nn.Conv2d(4, 3, 7, stride=2, padding=3), nn.Conv2d(4, 6, 3, padding=1, groups=2),
-    nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), nn.Conv2d(4, 3, 3, padding=4),
+    nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), nn.Conv2d(4, 3, 3, padding=4), nn.Conv2d(4, 5, 3, bias=False),
     nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(3, 1, 1), nn.AvgPool2d(2),
 ]
 
@@ -81,9 +81,14 @@ def test_out_mask_is_exactly_the_outputs_scattered_changes_reach(module):
     changed_in = torch.rand(17, 19) < 0.04  # scattered pixels, as in real video
     y = x + changed_in * (torch.rand(1, 4, 17, 19) + 0.5)
     reached = (module(y) - base).abs().amax((0, 1)) > 0
-    mask = rule.out_mask(changed_in[None, None].float(), tuple(base.shape[2:]))[0, 0] > 0
+    mask = rule.out_mask(changed_in, tuple(base.shape[2:]))
+    assert mask.dtype == torch.bool and tuple(mask.shape) == tuple(base.shape[2:])
     assert not bool((reached & ~mask).any()), "an affected output lies outside the propagated mask"
-    assert bool(mask.any())
+    # and nothing more: every masked output has a changed input in its window (max-pooling says which)
+    k, s, p, d = rule.kernel, rule.stride, rule.padding, rule.dilation
+    padded = torch.nn.functional.pad(changed_in[None, None].float(), (p[1], p[1], p[0], p[0]))
+    want = torch.nn.functional.max_pool2d(padded, k, s, dilation=d)[0, 0, :mask.shape[0], :mask.shape[1]] > 0
+    assert torch.equal(mask, want)
 
 
 @pytest.mark.parametrize("module", WINDOW_LAYERS)
@@ -102,8 +107,8 @@ def test_gathered_rows_give_the_layer_s_outputs_at_any_positions(module):
 
 def test_tau_keeps_a_mask_s_core_past_its_share_of_the_map():
     rule = _rule(nn.Conv2d(2, 2, 3, padding=1))
-    mask = torch.zeros(1, 1, 64, 64)
-    mask[..., 10:14, 10:14] = 1
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[10:14, 10:14] = True
     assert int(rule.out_mask(mask, (64, 64), tau=1.0).sum()) == 36  # a one-pixel halo
     assert int(rule.out_mask(mask, (64, 64), tau=0.5).sum()) == 36  # 36 positions are within half the map
     assert torch.equal(rule.out_mask(mask, (64, 64), tau=0.001), mask)  # cut to the core: no growth

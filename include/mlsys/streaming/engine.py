@@ -3,7 +3,7 @@
 Per position (``regions="pixels"``, the default)::
 
     frame t ──detect vs base input──► changed pixels (mask) ──► per layer (graph order):
-        window layer   mask ─out_mask─► positions ─gather windows from the view─► one GEMM / reduce ─► rows
+        window layer   mask ─dilate─► positions ─gather windows from the view─► one GEMM / reduce ─► rows
         pointwise      same positions, op on the rows
         residual add   union of both inputs' masks, rows of both views added
         global / head  whole map (the view) ─► recomputed in full
@@ -380,11 +380,11 @@ class IncrementalEngine:
                 masks[name], positions[name] = masks[src], positions[src]
             else:
                 if step.node.op == "placeholder":
-                    mask = changed[None, None].float()  # (1, 1, H, W): masks propagate by max-pooling
+                    mask = changed
                 elif isinstance(rule, WindowRule):
                     mask = rule.out_mask(masks[src], step.out_hw, tau)
                 else:
-                    mask = torch.maximum(masks[src], masks[step.inputs[1]])
+                    mask = masks[src] | masks[step.inputs[1]]
                 masks[name], positions[name] = mask, mask.flatten().nonzero().squeeze(1)
             if rule is not None:
                 flops += rule.cost * len(positions[name])
