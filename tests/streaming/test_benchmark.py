@@ -20,3 +20,14 @@ def test_bench_krypton_smoke_via_the_cli(mlsys_home, segment_files):
         assert 0 <= row["top1_agreement"] <= 1 and row["theoretical_speedup"] > 0
         if row["mode"] == "exact":
             assert row["max_rel_error_vs_seen"] <= 1e-4
+
+
+def test_bench_krypton_rejects_a_bad_override_before_decoding_anything(capsys):
+    import pytest
+
+    from mlsys.streaming.benchmark import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--synthetic", "--batch-frames", "2", "--frames", "3", "--size", "32"])
+    assert stop.value.code == 2
+    assert "use regions='boxes' with it" in capsys.readouterr().err

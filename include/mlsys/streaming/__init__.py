@@ -12,7 +12,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Box": "mlsys.streaming.region", "detect_changes": "mlsys.streaming.region", "detect_pixels": "mlsys.streaming.region",
+    "Box": "mlsys.streaming.region", "detect_changes": "mlsys.streaming.region",
+    "detect_pixels": "mlsys.streaming.region",
     "merge_boxes": "mlsys.streaming.region", "UnsupportedLayerError": "mlsys.streaming.propagation",
     "EngineConfig": "mlsys.streaming.engine", "FrameSizeError": "mlsys.streaming.engine",
     "FrameStat": "mlsys.streaming.engine", "IncrementalEngine": "mlsys.streaming.engine",

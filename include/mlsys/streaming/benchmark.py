@@ -113,6 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    overrides = {"regions": args.regions, "batch_frames": args.batch_frames}
+    for key, value in (("threshold", None if args.threshold is None else args.threshold / 255), ("tau", args.tau),
+                       ("refresh_every", args.refresh_every)):
+        if value is not None:
+            overrides[key] = value
+    presets = {"exact": [EXACT], "approx": [APPROX], "both": [EXACT, APPROX]}[args.mode]
+    try:
+        modes = [replace(c, **overrides) for c in presets]
+    except ValueError as e:
+        parser.error(str(e))
+
     from mlsys.streaming.video import read_video
 
     size = (args.size, args.size)
@@ -123,15 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic or not args.video:
         streams.append(("synthetic-5%", synthetic_frames(args.frames, args.size, 0.05)))
     model = build_cnn(args.model, width=args.width, num_classes=1000, seed=0)
-    overrides = {"regions": args.regions, "batch_frames": args.batch_frames}
-    for key, value in (("threshold", None if args.threshold is None else args.threshold / 255), ("tau", args.tau),
-                       ("refresh_every", args.refresh_every)):
-        if value is not None:
-            overrides[key] = value
-    try:
-        modes = [replace(c, **overrides) for c in {"exact": [EXACT], "approx": [APPROX], "both": [EXACT, APPROX]}[args.mode]]
-    except ValueError as e:
-        parser.error(str(e))
     results = []
     for name, frames in streams:
         for config in modes:
