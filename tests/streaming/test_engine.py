@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from mlsys.streaming.engine import EngineConfig, FrameSizeError, IncrementalEngine
+from mlsys.streaming.config import EngineConfig
+from mlsys.streaming.engine import FrameSizeError, IncrementalEngine
 from mlsys.streaming.propagation import UnsupportedLayerError
 from mlsys.streaming.region import detect_changes
 from mlsys.streaming.synthetic import synthetic_frames

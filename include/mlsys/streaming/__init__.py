@@ -1,6 +1,6 @@
 """Streaming video inference with Krypton-style incremental CNN inference.
 
-The engine modules (region, propagation, views, engine, synthetic) import
+The engine modules (config, region, propagation, graph, views, engine, synthetic) import
 torch alone; video decoding (PyAV), the watermark, the stream stage, the
 benchmark and the segment trigger add storage, MLflow and Airflow. Names load
 lazily, so the trigger (imported when DAGs are parsed) pulls in no torch.
@@ -15,7 +15,7 @@ _EXPORTS = {
     "Box": "mlsys.streaming.region", "detect_changes": "mlsys.streaming.region",
     "detect_pixels": "mlsys.streaming.region",
     "merge_boxes": "mlsys.streaming.region", "UnsupportedLayerError": "mlsys.streaming.propagation",
-    "EngineConfig": "mlsys.streaming.engine", "FrameSizeError": "mlsys.streaming.engine",
+    "EngineConfig": "mlsys.streaming.config", "FrameSizeError": "mlsys.streaming.engine",
     "FrameStat": "mlsys.streaming.engine", "IncrementalEngine": "mlsys.streaming.engine",
 }
 

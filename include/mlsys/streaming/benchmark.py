@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from mlsys.settings import settings
-from mlsys.streaming.engine import EngineConfig, IncrementalEngine
+from mlsys.streaming.config import EngineConfig
+from mlsys.streaming.engine import IncrementalEngine
 from mlsys.streaming.presets import PRESETS
 from mlsys.streaming.synthetic import synthetic_frames
 from mlsys.training.cnn import build_cnn

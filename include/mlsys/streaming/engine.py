@@ -39,85 +39,24 @@ from __future__ import annotations
 import contextlib
 import operator
 import time
-import warnings
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import fx, nn
 
-from mlsys.streaming.propagation import (AddRule, FullRule, PointwiseRule, UnsupportedLayerError, WindowRule,
-                                         describe, rule_for)
+from mlsys.streaming.config import EngineConfig
+from mlsys.streaming.graph import plan_graph
+from mlsys.streaming.propagation import PointwiseRule, WindowRule
 from mlsys.streaming.region import Box, detect_changes, detect_pixels, merge_boxes
 from mlsys.streaming.views import Delta, Views
 
-MODES = ("exact", "approx")
-REGIONS = ("pixels", "boxes")
 GATHER_TABLE_MAX = 1 << 22  # entries (32 MB) of a layer's gather table; larger maps compute their rows per frame
 
 
 class FrameSizeError(ValueError):
     """A frame whose shape is not the one the engine was built for."""
-
-
-def _require(ok: bool, field_name: str, value: Any, fix: str) -> None:
-    if not ok:
-        raise ValueError(f"EngineConfig.{field_name}={value!r} is invalid: {fix}")
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """How the engine detects changes, propagates them and refreshes its base frame."""
-
-    mode: str = "exact"
-    regions: str = "pixels"  # per-position masks (gather + GEMM), or boxes (Krypton's patches; multi-frame batches)
-    threshold: float = 16 / 255  # per-pixel change threshold, in the frame's units (pixels in [0, 1])
-    tile: int = 16  # change-detection tile side, in pixels (pixels: only for the min_pixels test)
-    min_pixels: int = 1  # changed pixels a tile needs to count as changed
-    tau: float = 0.25  # approx: a region past tau of a map (boxes: of its side) is cut to its core (exact ignores it)
-    refresh_every: int = 0  # approx: full inference on a new base frame every N frames (0: never)
-    refresh_share: float = 0.6  # full inference when the changed boxes cover more than this share
-    max_cost: float = 0.8  # full inference when propagating would cost more than this share of its FLOPs
-    # boxes only, from here to parallel_flops
-    merge_slack: float = 1.25  # merge two boxes when their hull is at most this x their union
-    max_boxes: int = 64  # per layer and frame
-    # What one kernel call costs by itself, in FLOP-equivalents: dispatch, plus streaming the layer's weights
-    # (a 512-channel 3x3 conv reads 9 MB per call). Boxes merge when their hull's extra FLOPs cost less
-    # than the call it saves. Measured on a 2-core x86 host: ~15 us per call, ~16 FLOPs per weight byte.
-    call_flops: float = 2e6
-    flops_per_weight_byte: float = 16.0
-    batch_frames: int = 1  # frames diffed against one base and propagated together
-    # ops smaller than this run on one thread (see _threads). 0 (all ops use every thread) measured best on an
-    # idle 2-core host (synthetic exact 2.61x vs 2.30x at 3e8); on an oversubscribed host raise it to ~3e8.
-    parallel_flops: float = 0.0
-    on_unsupported: str = "error"  # or "fallback": recompute in full from that layer on
-
-    def __post_init__(self) -> None:
-        _require(self.mode in MODES, "mode", self.mode, f"use one of {MODES}")
-        _require(self.regions in REGIONS, "regions", self.regions, f"use one of {REGIONS}")
-        _require(0 <= self.threshold < 1, "threshold", self.threshold, "use a value in [0, 1), e.g. 16/255")
-        _require(self.tile >= 1, "tile", self.tile, "use a tile side of at least 1 pixel, e.g. 16")
-        _require(self.min_pixels >= 1, "min_pixels", self.min_pixels, "use at least 1")
-        _require(0 < self.tau <= 1, "tau", self.tau, "use a share in (0, 1]; 1 means no truncation")
-        _require(self.refresh_every >= 0, "refresh_every", self.refresh_every, "use 0 (never) or a frame count")
-        _require(0 < self.refresh_share <= 1, "refresh_share", self.refresh_share, "use a share in (0, 1]")
-        _require(self.max_cost > 0, "max_cost", self.max_cost, "use a positive share of full FLOPs, e.g. 0.8")
-        _require(self.merge_slack >= 1, "merge_slack", self.merge_slack, "use a factor >= 1, e.g. 1.25")
-        _require(self.max_boxes >= 1, "max_boxes", self.max_boxes, "use at least 1")
-        _require(self.call_flops >= 0, "call_flops", self.call_flops, "use 0 or more FLOPs")
-        _require(self.flops_per_weight_byte >= 0, "flops_per_weight_byte", self.flops_per_weight_byte,
-                 "use 0 or more FLOPs per byte")
-        _require(self.parallel_flops >= 0, "parallel_flops", self.parallel_flops, "use 0 or more FLOPs")
-        _require(self.batch_frames >= 1, "batch_frames", self.batch_frames, "use at least 1 frame per batch")
-        _require(self.batch_frames == 1 or self.regions == "boxes", "batch_frames", self.batch_frames,
-                 "frames are batched by boxes: use regions='boxes' with it, or batch_frames=1")
-        _require(self.on_unsupported in ("error", "fallback"), "on_unsupported", self.on_unsupported,
-                 "use 'error' or 'fallback'")
-
-    @property
-    def effective_tau(self) -> float:
-        return self.tau if self.mode == "approx" else 1.0
 
 
 @dataclass(frozen=True)
@@ -131,19 +70,6 @@ class FrameStat:
     flops: float  # FLOPs spent on this frame
     latency_s: float  # wall time (a micro-batch's time is split evenly over its frames)
     min_flops: float = 0.0  # FLOPs the detected regions need, before boxes merge to save kernel calls
-
-
-@dataclass
-class _Step:
-    node: fx.Node
-    rule: Any
-    spatial: bool
-    inputs: list[str]
-    out_hw: tuple[int, int] | None = None
-    full_flops: float = 0.0
-    needs_view: bool = False
-    consumers: list[str] = field(default_factory=list)
-    gather: torch.Tensor | None = None  # window layers, per position: input rows of every output position (Ho*Wo, kk)
 
 
 @contextlib.contextmanager
@@ -160,27 +86,16 @@ def _threads(n: int):
             torch.set_num_threads(before)
 
 
-def _tensor_inputs(node: fx.Node) -> list[str]:
-    found: list[str] = []
-    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n.name))
-    return found
-
-
 class IncrementalEngine:
     """Streams frames (3, H, W) through ``model`` incrementally; see the module doc."""
 
     def __init__(self, model: nn.Module, frame_shape: tuple[int, int, int], config: EngineConfig | None = None):
-        from torch.fx.experimental.optimization import fuse
-        from torch.fx.passes.shape_prop import ShapeProp
-
         self.config = config or EngineConfig()
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.model = model.eval()
-        self.gm = fuse(self.model)  # a traced copy, each conv's batch norm folded into it: one op instead of two
-        with torch.no_grad():
-            ShapeProp(self.gm).propagate(torch.zeros(1, *self.frame_shape))
-        self.fallbacks: list[str] = []
-        self.steps = self._plan()
+        graph = plan_graph(self.model, self.frame_shape, self.config.on_unsupported)
+        self.gm, self.steps, self.fallbacks = graph.gm, graph.steps, graph.fallbacks
+        self.input_name, self.output_name = graph.input_name, graph.output_name
         self.step_of = {s.node.name: s for s in self.steps}
         if self.config.regions == "pixels":
             for step in self.steps:
@@ -194,82 +109,6 @@ class IncrementalEngine:
         self.views: Views | None = None
         self.since_refresh = 0
         self.threads = torch.get_num_threads()  # for full inference and large patches; small ones use one
-
-    # -- planning -----------------------------------------------------------
-    def _plan(self) -> list[_Step]:
-        steps: list[_Step] = []
-        by_name: dict[str, _Step] = {}
-        for node in self.gm.graph.nodes:
-            if node.op == "output":
-                self.output_name = node.args[0].name if isinstance(node.args[0], fx.Node) else None
-                if self.output_name is None:
-                    raise UnsupportedLayerError("the model must return a single tensor")
-                by_name[self.output_name].needs_view = True
-                continue
-            meta = node.meta.get("tensor_meta")
-            shape = tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
-            inputs = _tensor_inputs(node)
-            for name in inputs:
-                by_name[name].consumers.append(node.name)
-            if node.op == "placeholder":
-                step = _Step(node, None, True, [], (shape[2], shape[3]))
-            elif node.op == "get_attr":
-                step = _Step(node, FullRule(), False, [])
-            else:
-                channels = shape[1] if len(shape) == 4 else 0
-                rule = rule_for(node, self.gm, channels)
-                spatial_in = [by_name[n].spatial for n in inputs]
-                spatial = (isinstance(rule, (WindowRule, PointwiseRule, AddRule)) and len(shape) == 4
-                           and bool(spatial_in) and all(spatial_in))
-                if isinstance(rule, AddRule) and spatial:
-                    spatial = len(inputs) == 2 and all(tuple(by_name[n].node.meta["tensor_meta"].shape) == shape
-                                                       for n in inputs)
-                    if not spatial:
-                        rule = "an addition with broadcasting or a constant"
-                if isinstance(rule, WindowRule | PointwiseRule) and spatial and len(inputs) != 1:
-                    spatial, rule = False, "a layer with several tensor inputs"
-                if not spatial and isinstance(rule, str) and any(spatial_in):
-                    msg = (f"{describe(node, self.gm)} is not supported by the incremental engine: {rule}. It "
-                           "propagates patches through Conv2d, MaxPool2d/AvgPool2d, BatchNorm2d (eval), ReLU-type "
-                           "activations and residual additions, and recomputes global pooling, flatten and linear "
-                           "layers in full")
-                    if self.config.on_unsupported == "error":
-                        raise UnsupportedLayerError(msg + "; replace the layer, or use on_unsupported='fallback' "
-                                                          "to recompute in full from this layer on")
-                    self.fallbacks.append(msg)
-                    warnings.warn(msg + "; recomputing in full from this layer on", stacklevel=2)
-                step = _Step(node, rule, spatial, inputs, (shape[2], shape[3]) if spatial else None)
-                if not spatial:
-                    for name in inputs:
-                        by_name[name].needs_view = True
-                elif isinstance(rule, (WindowRule, AddRule)):
-                    for name in inputs:
-                        by_name[name].needs_view = True
-            step.full_flops = self._flops(step, shape)
-            steps.append(step)
-            by_name[node.name] = step
-        self.input_name = next(s.node.name for s in steps if s.node.op == "placeholder")
-        by_name[self.input_name].needs_view = True
-        return steps
-
-    def _flops(self, step: _Step, shape: tuple) -> float:
-        if step.spatial and step.rule is not None:
-            return step.rule.cost * shape[2] * shape[3]
-        node = step.node
-        numel = 1
-        for s in shape:
-            numel *= s
-        if node.op == "call_module":
-            m = self.gm.get_submodule(node.target)
-            if isinstance(m, nn.Linear):
-                return 2.0 * m.in_features * m.out_features
-            if isinstance(m, nn.Conv2d):
-                return 2.0 * numel * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-        if node.op in ("placeholder", "get_attr"):
-            return 0.0
-        ins = [n for n in node.all_input_nodes if "tensor_meta" in n.meta and hasattr(n.meta["tensor_meta"], "shape")]
-        in_numel = max((int(torch.Size(n.meta["tensor_meta"].shape).numel()) for n in ins), default=numel)
-        return float(max(numel, in_numel))
 
     # -- execution ------------------------------------------------------------
     def _call(self, node: fx.Node, env: dict[str, Any]) -> Any:

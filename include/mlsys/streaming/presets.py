@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlsys.streaming.engine import EngineConfig
+from mlsys.streaming.config import EngineConfig
 
 PRESETS: dict[str, EngineConfig] = {
     # Exact: every changed pixel (> 16/255) is propagated with full halos (boxes: around 8-pixel tiles).
