@@ -91,8 +91,15 @@ def test_out_mask_is_exactly_the_outputs_scattered_changes_reach(module):
     assert torch.equal(mask, want)
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["onednn", "addmm"])
 @pytest.mark.parametrize("module", WINDOW_LAYERS)
-def test_gathered_rows_give_the_layer_s_outputs_at_any_positions(module):
+def test_gathered_rows_give_the_layer_s_outputs_at_any_positions(module, packed, monkeypatch):
+    import mlsys.streaming.propagation as propagation
+
+    if not packed:  # as on a GPU, or a CPU build without oneDNN
+        monkeypatch.setattr(propagation, "_packs_weights", lambda w: False)
+    elif not propagation._packs_weights(torch.zeros(1)):
+        pytest.skip("this torch build has no oneDNN")
     x, rule, full = _layer_on_input(module, 2)
     ho, wo = full.shape[2:]
     rows = torch.cat([x[0].permute(1, 2, 0).reshape(17 * 19, 4), torch.zeros(1, 4)])  # the view, then padding
