@@ -9,15 +9,22 @@ import pytest
 from mlsys.training.launcher import LaunchError, emit, launch, parse_event
 
 WORKER = textwrap.dedent("""
-    import os, sys, time
+    import os, pathlib, sys, time
     from mlsys.training.launcher import rank_errors
 
     @rank_errors
     def main():
         rank = int(os.environ["RANK"])
         print(f"hello from rank {rank} of {os.environ['WORLD_SIZE']}", flush=True)
+        said = pathlib.Path(sys.argv[3])  # a folder: each healthy rank leaves a file there once it has said hello
         if rank == int(sys.argv[1]):
+            # wait until every other rank has said hello (a loaded machine starts ranks late), then fail
+            for _ in range(600):
+                if len(list(said.glob("rank-*"))) >= int(os.environ["WORLD_SIZE"]) - 1:
+                    break
+                time.sleep(0.1)
             raise ValueError(f"bad shard on rank {rank}")
+        (said / f"rank-{rank}").touch()
         time.sleep(float(sys.argv[2]))
 
     main()
@@ -27,9 +34,11 @@ WORKER = textwrap.dedent("""
 def test_a_failed_rank_fails_with_its_error(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
+    (tmp_path / "said").mkdir()
     lines: list[str] = []
     with pytest.raises(LaunchError, match=r"rank 1 failed: ValueError: bad shard on rank 1") as info:
-        launch([str(script), "1", "30"], 2, on_line=lines.append)  # rank 0 would sleep: torchrun stops it
+        # rank 0 would sleep: torchrun stops it once rank 1 fails
+        launch([str(script), "1", "30", str(tmp_path / "said")], 2, on_line=lines.append)
     assert 'raise ValueError(f"bad shard on rank {rank}")' in str(info.value)
     assert {"hello from rank 0 of 2\n", "hello from rank 1 of 2\n"} <= set(lines)  # the log streamed
 
