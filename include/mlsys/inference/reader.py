@@ -20,6 +20,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlsys.storage.dataset import row_group_batches
+
 _DONE = object()
 
 
@@ -39,7 +41,7 @@ def row_range(path: str | Path, start: int, stop: int, chunk_rows: int, columns:
     want = stop - start
     pending: list[pa.RecordBatch] = []
     held = 0
-    for batch in _group_batches(pf, groups, chunk_rows, columns):
+    for batch in row_group_batches(pf, groups, chunk_rows, columns):
         if skip:
             cut = min(skip, batch.num_rows)
             batch, skip = batch.slice(cut), skip - cut
@@ -57,25 +59,6 @@ def row_range(path: str | Path, start: int, stop: int, chunk_rows: int, columns:
             break
     if held:
         yield pa.Table.from_batches(pending).combine_chunks()
-
-
-def _group_batches(pf: pq.ParquetFile, groups: list[int], batch_rows: int,
-                   columns: list[str] | None) -> Iterator[pa.RecordBatch]:
-    """Record batches of the row groups, in order, each row group through its own reader.
-
-    One ``iter_batches`` over many row groups keeps every row group it has read
-    until the whole iteration ends: ``ParquetFile`` pre-buffers by default, and
-    its read cache is freed only with the reader. That is the file's compressed
-    size (~32 MB per million rows of text), so peak memory grew with the
-    dataset. A reader per row group frees each one when it is done: memory is
-    bounded by one row group, whatever the file's size.
-    """
-    for g in groups:
-        reader = pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns)
-        try:
-            yield from reader
-        finally:
-            reader.close()
 
 
 class Prefetcher:

@@ -34,8 +34,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mlsys.training.featurizer import CHAR_PREFIX, check_char_ngrams
+
 MAX_LEN = 64  # tokens up to this many bytes are hashed with tables; longer ones with zlib
-CHAR_PREFIX = "#"  # HashingFeaturizer's prefix of a character n-gram (tests check they agree)
 _POLY = np.uint32(0xEDB88320)
 _FULL = np.uint32(0xFFFFFFFF)
 
@@ -129,10 +130,7 @@ class VectorFeaturizer:
     def __init__(self, num_buckets: int = 1 << 15, bigrams: bool = True, char_ngrams: Sequence[int] = ()):
         if num_buckets < 2:
             raise ValueError(f"VectorFeaturizer.num_buckets={num_buckets} is invalid: use at least 2 buckets")
-        sizes = tuple(char_ngrams)
-        if not all(isinstance(n, int) and n >= 1 for n in sizes) or list(sizes) != sorted(set(sizes)):
-            raise ValueError(f"VectorFeaturizer.char_ngrams={char_ngrams!r} is invalid: give increasing sizes >= 1, "
-                             f"e.g. (2, 3), or () for none")
+        sizes = check_char_ngrams("VectorFeaturizer", char_ngrams)  # the same sizes HashingFeaturizer takes
         self.num_buckets = num_buckets
         self.bigrams = bigrams
         self.char_ngrams = sizes

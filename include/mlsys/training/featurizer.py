@@ -28,6 +28,20 @@ MAX_CHAR_NGRAM = 16
 DEFAULT_CHAR_NGRAMS = (2, 3)  # what the train stage uses unless told otherwise (TrainSpec.char_ngrams)
 
 
+def valid_char_ngrams(sizes: Sequence[int]) -> bool:
+    """Character n-gram sizes are increasing whole numbers between 1 and MAX_CHAR_NGRAM."""
+    return all(isinstance(n, int) and 1 <= n <= MAX_CHAR_NGRAM for n in sizes) and list(sizes) == sorted(set(sizes))
+
+
+def check_char_ngrams(owner: str, value: Sequence[int]) -> tuple[int, ...]:
+    """``value`` as a tuple of sizes, or a ValueError naming ``owner``'s field, the value and the fix."""
+    sizes = tuple(value)  # a logged config gives a JSON list
+    if not valid_char_ngrams(sizes):
+        raise ValueError(f"{owner}.char_ngrams={value!r} is invalid: give increasing sizes between 1 and "
+                         f"{MAX_CHAR_NGRAM}, e.g. (2, 3), or () for none")
+    return sizes
+
+
 @dataclass(frozen=True)
 class HashingFeaturizer:
     num_buckets: int = 1 << 15
@@ -39,11 +53,7 @@ class HashingFeaturizer:
     def __post_init__(self):
         if self.num_buckets < 2:
             raise ValueError(f"HashingFeaturizer.num_buckets={self.num_buckets} is invalid: use at least 2 buckets")
-        sizes = tuple(self.char_ngrams)  # a logged config gives a JSON list
-        if not all(isinstance(n, int) and 1 <= n <= MAX_CHAR_NGRAM for n in sizes) or list(sizes) != sorted(set(sizes)):
-            raise ValueError(f"HashingFeaturizer.char_ngrams={self.char_ngrams!r} is invalid: give increasing sizes "
-                             f"between 1 and {MAX_CHAR_NGRAM}, e.g. (2, 3), or () for none")
-        object.__setattr__(self, "char_ngrams", sizes)
+        object.__setattr__(self, "char_ngrams", check_char_ngrams("HashingFeaturizer", self.char_ngrams))
 
     def token_ids(self, text: str) -> list[int]:
         tokens = TOKEN.findall(text.lower())

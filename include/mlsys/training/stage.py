@@ -55,17 +55,16 @@ class TrainSpec:
     checkpoint_key: str = ""  # same key = resume (an Airflow retry); "" = a fresh key per run
 
     def __post_init__(self):
-        from mlsys.training.featurizer import MAX_CHAR_NGRAM
+        from mlsys.training.featurizer import MAX_CHAR_NGRAM, valid_char_ngrams
 
         require(self.epochs >= 1, "TrainSpec", "epochs", self.epochs, "use at least 1 epoch")
         require(self.batch_size >= 1, "TrainSpec", "batch_size", self.batch_size, "use a batch size of at least 1")
         require(self.lr > 0, "TrainSpec", "lr", self.lr, "use a positive learning rate")
         require(self.dim >= 2, "TrainSpec", "dim", self.dim, "use a width of at least 2")
         require(self.depth >= 0, "TrainSpec", "depth", self.depth, "use 0 or more blocks")
-        sizes = self.char_ngrams.replace(" ", "").split(",") if self.char_ngrams.strip() else []
-        require(all(p.isdigit() and 1 <= int(p) <= MAX_CHAR_NGRAM for p in sizes)
-                and [int(p) for p in sizes] == sorted({int(p) for p in sizes}), "TrainSpec", "char_ngrams",
-                self.char_ngrams, f"give increasing sizes between 1 and {MAX_CHAR_NGRAM} separated by commas, "
+        sizes = _parts(self.char_ngrams)
+        require(all(p.isdigit() for p in sizes) and valid_char_ngrams([int(p) for p in sizes]), "TrainSpec",
+                "char_ngrams", self.char_ngrams, f"give increasing sizes between 1 and {MAX_CHAR_NGRAM} separated by commas, "
                 "e.g. '2,3', or '' for none")
         require(self.strategy in STRATEGIES, "TrainSpec", "strategy", self.strategy, f"use one of {list(STRATEGIES)}")
         require(self.device in ("cpu", "cuda"), "TrainSpec", "device", self.device, "use 'cpu' or 'cuda'")
@@ -100,7 +99,7 @@ class TrainSpec:
             require(self.microbatches >= stages, "TrainSpec", "microbatches", self.microbatches,
                     f"1F1B needs at least as many micro-batches as stages ({stages})")
         if self.balance:
-            parts = self.balance.replace(" ", "").split(",")
+            parts = _parts(self.balance)
             require(all(p.isdigit() and int(p) >= 1 for p in parts), "TrainSpec", "balance", self.balance,
                     "give positive layer counts separated by commas, e.g. '2,2'")
             counts = [int(p) for p in parts]
@@ -111,11 +110,17 @@ class TrainSpec:
 
     @property
     def char_ngram_sizes(self) -> tuple[int, ...]:
-        return tuple(int(p) for p in self.char_ngrams.replace(" ", "").split(",")) if self.char_ngrams.strip() else ()
+        return tuple(int(p) for p in _parts(self.char_ngrams))
 
     @property
     def balance_counts(self) -> tuple[int, ...]:
-        return tuple(int(p) for p in self.balance.replace(" ", "").split(",")) if self.balance else ()
+        return tuple(int(p) for p in _parts(self.balance))
+
+
+def _parts(text: str) -> list[str]:
+    """The items of a comma-separated param, spaces ignored: "2, 3" -> ["2", "3"]; "" -> []."""
+    text = text.replace(" ", "")
+    return text.split(",") if text else []
 
 
 @dataclass(frozen=True)
