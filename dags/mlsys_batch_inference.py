@@ -44,7 +44,7 @@ from mlsys.orchestration import DEFAULT_ARGS, CHAMPION_MODEL, PREDICTIONS, run_i
 def mlsys_batch_inference():
     @task
     def plan(params=None) -> list[dict]:
-        from mlsys.inference.batch import BatchSpec, plan
+        from mlsys.serving.batch.stage import BatchSpec, plan
         from mlsys.spec import from_params
 
         return plan(from_params(BatchSpec, params), params["num_shards"])

@@ -7,27 +7,53 @@
     mlsys demo                      # the whole nightly pipeline through Airflow
     mlsys up                        # Airflow UI (standalone) + MLflow UI on the same state
 
-Packages add their own commands: a module listed in COMMAND_MODULES defines
-``add_commands(subparsers) -> {name: handler(args) -> exit code}``; a module
-listed in BENCHMARKS defines ``main(argv) -> exit code``.
+Stages come from ``mlsys.stages.STAGES`` (their flags from their specs), other
+commands from ``COMMANDS`` below, benchmarks from ``mlsys.bench.BENCHMARKS``:
+three registries, one pattern (``mlsys.catalog``). A command's module defines
+``configure(parser)`` and ``run(args) -> exit code`` under the names its entry gives.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import sys
 import typing
+from dataclasses import dataclass
 
 from mlsys import stages
-
-COMMAND_MODULES: list[str] = ["mlsys.validation.commands", "mlsys.inference.commands", "mlsys.streaming.commands"]  # e.g. "mlsys.validation.commands"
-BENCHMARKS: dict[str, str] = {"stats": "mlsys.validation.benchmark", "label": "mlsys.labeling.benchmark", "label_quality": "mlsys.labeling.quality", "pipeline": "mlsys.training.benchmark", "batch": "mlsys.inference.batch_benchmark", "serve": "mlsys.inference.serve_benchmark", "krypton": "mlsys.streaming.benchmark", "spill": "mlsys.training.spill_benchmark", "sharp": "mlsys.training.sharp_benchmark"}  # name -> module with main(argv), e.g. "label": "mlsys.labeling.benchmark"
+from mlsys.catalog import Entry, index
 
 
-def _add_spec_args(parser: argparse.ArgumentParser, spec_cls: type) -> None:
+@dataclass(frozen=True)
+class Command(Entry):
+    configure: str = "add_arguments"  # (parser) -> None; "" = no arguments
+    run: str = "run"  # (args) -> exit code
+
+    def load(self) -> tuple[typing.Callable[[argparse.ArgumentParser], None] | None,
+                            typing.Callable[[argparse.Namespace], int]]:
+        return (self.attr(self.configure) if self.configure else None), self.attr(self.run)
+
+
+COMMANDS: dict[str, Command] = index((
+    Command("stats", "mlsys.validation.commands", "column statistics of a CSV or Parquet file",
+            configure="add_stats_arguments", run="stats"),
+    Command("schema", "mlsys.validation.commands", "infer, show or accept a dataset schema",
+            configure="add_schema_arguments", run="schema"),
+    Command("serve", "mlsys.serving.online.commands",
+            "serve the champion over HTTP with adaptive batching (FastAPI + uvicorn)"),
+    Command("stream-put", "mlsys.streaming.commands", "upload a video file as the next segment of a stream"),
+    Command("bench", "mlsys.bench", "run a benchmark; its last line is one JSON object"),
+    Command("demo", "mlsys.local", "run the whole nightly pipeline through Airflow on embedded defaults",
+            configure="", run="demo"),
+    Command("up", "mlsys.local", "start the Airflow UI (standalone) and the MLflow UI on the embedded state",
+            configure="", run="up"),
+))
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser, spec_cls: type) -> None:
+    """One ``--flag`` per spec field, typed from its annotation; None (not given) leaves the spec's default."""
     hints = typing.get_type_hints(spec_cls)
     for f in dataclasses.fields(spec_cls):
         kind = hints[f.name]
@@ -63,28 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     handlers: dict[str, typing.Callable[[argparse.Namespace], int]] = {}
     for stage in stages.STAGES.values():
         p = sub.add_parser(stage.name, help=stage.help, description=stage.help)
-        _add_spec_args(p, stage.load()[0])
+        add_spec_arguments(p, stage.load()[0])
         handlers[stage.name] = lambda args: run_stage_command(
             args.command, {k: v for k, v in vars(args).items() if k != "command"})
-    for module in COMMAND_MODULES:
-        handlers |= importlib.import_module(module).add_commands(sub)
-    bench = sub.add_parser("bench", help="run a benchmark; its last line is one JSON object", add_help=False)
-    bench.add_argument("name", choices=sorted(BENCHMARKS) or ["(none)"])
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
-    sub.add_parser("demo", help="run the whole nightly pipeline through Airflow on embedded defaults")
-    sub.add_parser("up", help="start the Airflow UI (standalone) and the MLflow UI on the embedded state")
+    for command in COMMANDS.values():
+        configure, run = command.load()
+        p = sub.add_parser(command.name, help=command.help, description=command.help, add_help=command.name != "bench")
+        if configure is not None:
+            configure(p)
+        handlers[command.name] = run
     args = parser.parse_args(argv)
-
-    if args.command == "demo":
-        from mlsys.local import demo
-
-        return demo()
-    if args.command == "up":
-        from mlsys.local import up
-
-        return up()
-    if args.command == "bench":
-        return importlib.import_module(BENCHMARKS[args.name]).main(args.rest)
     return handlers[args.command](args)
 
 

@@ -58,7 +58,7 @@ def run_pipeline(env: dict[str, str] | None = None, dags: tuple[str, ...] = PIPE
         print(f"=== {dag_id}: success in {time.perf_counter() - started:.0f} s ===", flush=True)
 
 
-def demo() -> int:
+def demo(args: object = None) -> int:
     started = time.perf_counter()
     env = airflow_env()
     run_pipeline(env)
@@ -79,7 +79,7 @@ def demo() -> int:
     return 0
 
 
-def up() -> int:
+def up(args: object = None) -> int:
     """Airflow standalone + MLflow UI, until Ctrl-C."""
     env = airflow_env()
     s = settings()

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from mlsys.errors import DataError, SpecError
-from mlsys.ingest.stage import GOLD, TEST, UNLABELED, IngestSpec, run
+from mlsys.datasets import GOLD, TEST, UNLABELED
+from mlsys.ingest.stage import IngestSpec, run
 from mlsys.storage import DatasetStore
 from mlsys.storage.dataset import DATA_FILE
 

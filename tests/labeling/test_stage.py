@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from mlsys.errors import SpecError
-from mlsys.ingest.stage import GOLD, TEST, UNLABELED, IngestSpec
+from mlsys.datasets import GOLD, LABELED, TEST, UNLABELED
+from mlsys.ingest.stage import IngestSpec
 from mlsys.ingest.stage import run as ingest
 from mlsys.labeling import youtube_lfs
-from mlsys.labeling.stage import LABELED, LabelSpec, load_lfs, run
+from mlsys.labeling.stage import LabelSpec, load_lfs, run
 from mlsys.storage import DatasetStore
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube-spam"

@@ -19,7 +19,8 @@ from mlsys.ingest.stage import IngestSpec
 from mlsys.ingest.stage import run as ingest
 from mlsys.labeling.stage import LabelSpec
 from mlsys.labeling.stage import run as label
-from mlsys.registry.stage import CHALLENGER, CHAMPION, EvaluateSpec, classification_metrics, run
+from mlsys.datasets import CHALLENGER, CHAMPION
+from mlsys.registry.stage import EvaluateSpec, classification_metrics, run
 from mlsys.tracking import RunContext, stage_run
 from mlsys.training.stage import TrainSpec
 from mlsys.training.stage import run as train
@@ -188,7 +189,7 @@ def champion_is_1(gate, monkeypatch, point_home):
 
 def test_a_promotion_tells_the_running_server_to_reload(champion_is_1, tmp_path):
     """A real `mlsys serve` that never polls in the test's time switches to the new champion when evaluate returns."""
-    from mlsys.inference.serve_benchmark import free_port, wait_http
+    from mlsys.bench.serve import free_port, wait_http
 
     gate, port = champion_is_1, free_port()
     with open(tmp_path / "serve.log", "wb") as log:
@@ -256,7 +257,7 @@ def test_a_failed_reload_keeps_the_promotion_and_is_logged(champion_is_1, endpoi
 
 
 def test_nothing_listening_still_promotes(champion_is_1, monkeypatch, caplog):
-    from mlsys.inference.serve_benchmark import free_port
+    from mlsys.bench.serve import free_port
 
     gate, url = champion_is_1, f"http://127.0.0.1:{free_port()}"
     with caplog.at_level(logging.ERROR, logger="mlsys.registry.stage"):

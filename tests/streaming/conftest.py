@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def segment_files(tmp_path_factory):
     """Three consecutive 8-frame segments of one synthetic fixed-camera stream, plus a corrupt file."""
-    from mlsys.streaming.synthetic import synthetic_frames
+    from mlsys.streaming.incremental.synthetic import synthetic_frames
     from mlsys.streaming.video import write_video
 
     folder = tmp_path_factory.mktemp("segments")

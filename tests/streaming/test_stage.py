@@ -6,7 +6,8 @@ import pytest
 from mlsys.errors import DataError, SpecError
 from mlsys.storage import DatasetStore
 from mlsys.streaming import watermark
-from mlsys.streaming.stage import DATASET_PREFIX, StreamSpec, run
+from mlsys.datasets import VIDEO_PREDICTIONS_PREFIX
+from mlsys.streaming.stage import StreamSpec, run
 from mlsys.streaming.video import VideoError
 
 SMALL = dict(model="small", width=0.25, size=64, error_every=4)
@@ -18,7 +19,7 @@ def _put(store, seq, path, stream="camera"):
 
 def _frames(store, stream="camera"):
     mark = watermark.read(store, stream)
-    return store.read(DATASET_PREFIX + stream, mark.predictions)["frame"].tolist()
+    return store.read(VIDEO_PREDICTIONS_PREFIX + stream, mark.predictions)["frame"].tolist()
 
 
 def test_segments_are_committed_in_order_and_state_carries_over(mlsys_home, segment_files):
@@ -34,7 +35,7 @@ def test_segments_are_committed_in_order_and_state_carries_over(mlsys_home, segm
     _put(store, 3, seg[2])
     second = run(StreamSpec(**SMALL, batch_frames=2))  # resumed by boxes, two frames a batch, from pixels' state
     assert second.segments == [3]
-    table = store.read(DATASET_PREFIX + "camera", watermark.read(store, "camera").predictions)
+    table = store.read(VIDEO_PREDICTIONS_PREFIX + "camera", watermark.read(store, "camera").predictions)
     assert table["frame"].tolist() == list(range(24))
     assert table["segment"].tolist() == [1] * 8 + [2] * 8 + [3] * 8
     # the engine resumed from the committed state: segment 3's first frame was not a full refresh
@@ -55,13 +56,13 @@ def test_crash_between_write_and_watermark_commit_neither_skips_nor_duplicates(m
     with pytest.raises(RuntimeError, match="worker killed"):
         run(StreamSpec(**SMALL))
     assert watermark.read(store, "camera").segment == 0  # nothing counts yet
-    written = store.versions(DATASET_PREFIX + "camera")
+    written = store.versions(VIDEO_PREDICTIONS_PREFIX + "camera")
     assert len(written) == 1  # the crashed run's output exists, uncommitted
     monkeypatch.setattr(watermark, "commit", real_commit)
     retry = run(StreamSpec(**SMALL))  # Airflow's retry
     assert retry.segments == [1]
     assert _frames(store) == list(range(8))  # every frame exactly once
-    assert [r.version for r in store.versions(DATASET_PREFIX + "camera")] == [written[0].version]
+    assert [r.version for r in store.versions(VIDEO_PREDICTIONS_PREFIX + "camera")] == [written[0].version]
 
 
 def test_out_of_order_segment_stops_after_committing_what_precedes_it(mlsys_home, segment_files):

@@ -13,11 +13,13 @@ import pytest
 from mlsys.errors import DataError, SpecError, StorageError
 from mlsys.ingest.stage import IngestSpec
 from mlsys.ingest.stage import run as ingest
-from mlsys.labeling.stage import LABELED, LabelSpec
+from mlsys.datasets import LABELED
+from mlsys.labeling.stage import LabelSpec
 from mlsys.labeling.stage import run as label
 from mlsys.storage import DatasetStore
 from mlsys.tracking import RunContext, stage_run
-from mlsys.training.stage import MODEL_NAME_IN_RUN, TrainSpec, run
+from mlsys.model.pyfunc import MODEL_NAME_IN_RUN
+from mlsys.training.stage import TrainSpec, run
 from mlsys.validation.stage import ValidateSpec
 from mlsys.validation.stage import run as validate
 

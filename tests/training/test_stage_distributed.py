@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlsys.errors import SpecError
-from mlsys.labeling.stage import LABELED
+from mlsys.datasets import LABELED
 from mlsys.storage import DatasetStore
 from mlsys.tracking import RunContext, stage_run
 from mlsys.training.stage import TrainSpec, run

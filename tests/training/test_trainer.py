@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlsys.training.featurizer import HashingFeaturizer
-from mlsys.training.model import TextClassifier, TextClassifierConfig
-from mlsys.training.trainer import TrainConfig, predict_proba, train
+from mlsys.model.featurizer import HashingFeaturizer
+from mlsys.model.text_classifier import TextClassifier, TextClassifierConfig
+from mlsys.model.text_classifier import predict_proba
+from mlsys.training.trainer import TrainConfig, train
 
 SPAM = ["buy cheap pills now", "free money click here", "win a free prize now", "cheap watches buy now",
         "click here for free money", "subscribe to my channel now"]

@@ -14,7 +14,8 @@ TAXI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chicago
 @pytest.fixture(scope="session")
 def taxi(tmp_path_factory):
     """The real taxi trips; ``previous``/``current`` are two random halves (two spans of the same process)."""
-    from mlsys.validation import inference, statistics
+    from mlsys.validation import statistics
+    from mlsys.validation.infer import infer
 
     if not TAXI.is_file():
         pytest.fail(f"the Chicago taxi data is missing at {TAXI}")
@@ -25,6 +26,6 @@ def taxi(tmp_path_factory):
     previous.to_csv(root / "previous.csv", index=False)
     current.to_csv(root / "current.csv", index=False)
     stats = statistics.compute(statistics.read_table(TAXI))
-    schema = inference.infer(stats, "chicago_taxi", label="tips")
+    schema = infer(stats, "chicago_taxi", label="tips")
     return SimpleNamespace(full=full, previous=previous.reset_index(drop=True), current=current.reset_index(drop=True),
                            stats=stats, schema=schema, root=root)

@@ -9,7 +9,7 @@ import pytest
 
 from mlsys.validation import anomalies as anom
 from mlsys.validation import statistics
-from mlsys.validation.engine import check
+from mlsys.validation.gx import check
 
 
 def _detect(df, schema, environment="training", reference=None):

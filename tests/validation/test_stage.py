@@ -12,7 +12,8 @@ import pytest
 from mlsys.errors import SpecError, StorageError, ValidationFailed
 from mlsys.ingest.stage import IngestSpec
 from mlsys.ingest.stage import run as ingest
-from mlsys.labeling.stage import LABELED, LabelSpec
+from mlsys.datasets import LABELED
+from mlsys.labeling.stage import LabelSpec
 from mlsys.labeling.stage import run as label
 from mlsys.storage import DatasetStore
 from mlsys.validation.schema import Schema

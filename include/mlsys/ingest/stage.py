@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlsys.datasets import GOLD, TEST, UNLABELED
 from mlsys.errors import DataError
 from mlsys.settings import settings
 from mlsys.spec import require
@@ -22,7 +23,6 @@ from mlsys.storage import DatasetRef, DatasetStore
 if TYPE_CHECKING:
     import pandas as pd
 
-UNLABELED, GOLD, TEST = "comments_unlabeled", "comments_gold", "comments_test"
 
 
 @dataclass(frozen=True)

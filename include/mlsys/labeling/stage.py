@@ -24,13 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlsys.errors import SpecError
-from mlsys.ingest.stage import GOLD, TEST, UNLABELED
+from mlsys.datasets import CARDINALITY, GOLD, LABELED, LABELED_COLUMNS, TEST, UNLABELED
 from mlsys.spec import require
 from mlsys.storage import DatasetRef, DatasetStore
 
-LABELED = "comments_labeled"
-CARDINALITY = 2
-STORE_COLUMNS = ["id", "group", "text", "label", "label_proba", "label_source", "weight"]
 
 
 @dataclass(frozen=True)
@@ -138,7 +135,7 @@ def _run_store(spec: LabelSpec, lfs) -> LabelResult:
 
     data = pd.concat([gold.drop(columns=["label_true"]), unlabeled], ignore_index=True)
     labeled, report = _label(spec, lfs, data, gold[[spec.id_column, "label_true"]], test, "label_true")
-    out = labeled[STORE_COLUMNS]
+    out = labeled[LABELED_COLUMNS]
     ref = store.write(
         LABELED,
         out,
@@ -151,7 +148,7 @@ def _run_store(spec: LabelSpec, lfs) -> LabelResult:
 
 
 def _run_file(spec: LabelSpec, lfs) -> LabelResult:
-    from mlsys.labeling.table_file import read_table, write_table
+    from mlsys.storage.table_file import read_table, write_table
 
     data = read_table(spec.data, spec.id_column, "--data")
     gold = read_table(spec.gold, spec.id_column, "--gold") if spec.gold else None

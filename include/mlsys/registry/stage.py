@@ -19,12 +19,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlsys.ingest.stage import TEST
+from mlsys.datasets import CHALLENGER, CHAMPION, TEST
 from mlsys.settings import settings
 from mlsys.spec import require
 from mlsys.storage import DatasetRef, DatasetStore
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 METRICS = ("accuracy", "precision", "recall", "f1")
 
 log = logging.getLogger(__name__)
@@ -101,7 +100,7 @@ def _reload_server(url: str, model: str, version: str) -> dict[str, Any]:
     The promotion stands either way (the server polls the alias too), so a
     failure is reported, not raised: logged as an error and returned.
     """
-    from mlsys.inference.reload_hook import notify
+    from mlsys.serving.online.reload_hook import notify
 
     try:
         answer = notify(url)

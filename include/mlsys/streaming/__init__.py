@@ -1,28 +1,11 @@
 """Streaming video inference with Krypton-style incremental CNN inference.
 
-The engine modules (config, region, propagation, graph, views, engine, synthetic) import
-torch alone; video decoding (PyAV), the watermark, the stream stage, the
-benchmark and the segment trigger add storage, MLflow and Airflow. Names load
-lazily, so the trigger (imported when DAGs are parsed) pulls in no torch.
+    incremental/  the engine (torch alone): change detection, per-position and box propagation, materialised views
+    video         decoding (PyAV) and probing of segments
+    watermark     a stream's segments and its exactly-once watermark (compare-and-set)
+    stage         the stream stage: pending segments -> per-frame predictions datasets
+    trigger       the AssetWatcher trigger on a stream's segment prefix (imported when DAGs are parsed: no torch)
+    commands      ``mlsys stream-put``
+
+Importing this package costs nothing; ``mlsys bench krypton`` lives in ``mlsys.bench.krypton``.
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "Box": "mlsys.streaming.region", "detect_changes": "mlsys.streaming.region",
-    "detect_pixels": "mlsys.streaming.region",
-    "merge_boxes": "mlsys.streaming.region", "UnsupportedLayerError": "mlsys.streaming.propagation",
-    "EngineConfig": "mlsys.streaming.config", "FrameSizeError": "mlsys.streaming.engine",
-    "FrameStat": "mlsys.streaming.engine", "IncrementalEngine": "mlsys.streaming.engine",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mlsys.streaming' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)

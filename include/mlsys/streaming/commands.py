@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 
-def put(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from mlsys.errors import MlsysError
     from mlsys.storage import DatasetStore
     from mlsys.streaming import watermark
@@ -39,11 +39,9 @@ def put(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers) -> dict:
-    p = subparsers.add_parser("stream-put", help="upload a video file as the next segment of a stream",
-                              description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__.split("\n\n")[0]
     p.add_argument("--video", required=True, help="the video file (mp4)")
     p.add_argument("--stream", default="camera", help="stream name (default: camera)")
     p.add_argument("--seq", type=int, default=0, help="segment number (default: the newest + 1)")
     p.add_argument("--storage-uri", default="", help="storage root (default: $MLSYS_STORAGE_URI)")
-    return {"stream-put": put}

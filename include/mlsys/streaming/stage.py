@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from mlsys.errors import DataError
+from mlsys.datasets import VIDEO_PREDICTIONS_PREFIX
 from mlsys.spec import require
 from mlsys.storage import DatasetRef, DatasetStore
 from mlsys.streaming import watermark
-from mlsys.streaming.presets import PRESETS
+from mlsys.streaming.incremental.presets import PRESETS
 
-DATASET_PREFIX = "video_predictions_"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -129,13 +129,13 @@ def run(spec: StreamSpec) -> StreamResult:
     import pyarrow as pa
     import torch
 
-    from mlsys.streaming.engine import FrameSizeError, IncrementalEngine
+    from mlsys.streaming.incremental.engine import FrameSizeError, IncrementalEngine
     from mlsys.streaming.video import read_video
     from mlsys.tracking import tracker
-    from mlsys.training.cnn import build_cnn
+    from mlsys.model.cnn import build_cnn
 
     store = DatasetStore(spec.storage_uri or None)
-    name = DATASET_PREFIX + spec.stream
+    name = VIDEO_PREDICTIONS_PREFIX + spec.stream
     model = build_cnn(spec.model, width=spec.width, num_classes=1000, seed=spec.seed)
     engine = IncrementalEngine(model, (3, spec.size, spec.size), spec.engine_config())
     size = (spec.size, spec.size) if spec.resize else None

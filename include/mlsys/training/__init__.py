@@ -1,26 +1,15 @@
-"""train: the training engine (torch only) and the train stage around it.
+"""train: the training engines (torch only) and the train and select stages around them.
 
-The engine modules (featurizer, model, loss, trainer) import torch alone; the
-stage (``mlsys.training.stage``) adds storage and MLflow.
+    trainer     the single-process loop (the ``single`` strategy)
+    stage       the train stage: TrainSpec, run (single, or ddp/pipeline through torchrun)
+    selection   the select stage: a grid of configurations trained at once, the best kept
+    parallel/   GPipe / 1F1B pipelines, DDP, checkpoints, the torchrun launcher and job
+    spill/      Hydra-style spilling: models larger than a device, shard by shard
+    sharp/      SHARP: many models' shards scheduled over the devices
 
-Multi-device engine modules (torch alone; import them by name, they load torch.distributed):
-``partitioner`` (split into stages, balance by time / size), ``microbatch``,
-``pipeline`` (GPipe / 1F1B strategy), ``ddp`` (DistributedDataParallel strategy),
-``checkpoint``, ``launcher`` (torchrun), ``job`` (the torchrun entry point),
-``benchmark`` (``mlsys bench pipeline``). ``report`` logs their output to MLflow.
+The models themselves live in ``mlsys.model``; engines import torch alone.
 """
 
-from mlsys.training.featurizer import HashingFeaturizer
-from mlsys.training.loss import noise_aware_loss
-from mlsys.training.model import TextClassifier, TextClassifierConfig
-from mlsys.training.trainer import TrainConfig, predict_proba, train
+from mlsys.training.trainer import TrainConfig, train
 
-__all__ = [
-    "HashingFeaturizer",
-    "TextClassifier",
-    "TextClassifierConfig",
-    "TrainConfig",
-    "noise_aware_loss",
-    "predict_proba",
-    "train",
-]
+__all__ = ["TrainConfig", "train"]

@@ -4,7 +4,7 @@
     grid '[{"lr": 0.003, "depth": 1}, {"lr": 0.01}]'       -> 2 candidates (a list, as given)
 
 Every key and value is checked before anything trains (an error names the key). The candidates
-train together with SHARP (``mlsys.training.sharp_runner``) on ``workers`` devices of this node,
+train together with SHARP (``mlsys.training.sharp.runner``) on ``workers`` devices of this node,
 each on the same rows; a candidate larger than ``budget_mb`` is spilled. A held-out validation
 split of the expert *gold* rows (never trained on) scores each one; the best on ``metric`` is
 logged as the model of this run, for the evaluate stage to register as ``challenger`` and gate
@@ -133,9 +133,9 @@ def candidate_recipe(config: dict):
     """Builder of one candidate's SHARP job: its layers, optimizer, loss and batches over the saved rows."""
     import torch
 
-    from mlsys.training.loss import noise_aware_loss
-    from mlsys.training.model import TextClassifier
-    from mlsys.training.sharp_runner import Recipe
+    from mlsys.model.loss import noise_aware_loss
+    from mlsys.model.text_classifier import TextClassifier
+    from mlsys.training.sharp.runner import Recipe
 
     data = torch.load(config["data"], weights_only=True)
     c = config["candidate"]
@@ -161,7 +161,7 @@ def candidate_recipe(config: dict):
 
 
 def _model_config(config: dict):
-    from mlsys.training.model import TextClassifierConfig
+    from mlsys.model.text_classifier import TextClassifierConfig
 
     c = config["candidate"]
     return TextClassifierConfig(num_buckets=config["num_buckets"], dim=c["dim"], depth=c["depth"], dropout=c["dropout"])
@@ -183,21 +183,21 @@ def run(spec: SelectionSpec) -> SelectionResult:
     import torch
 
     from mlsys.errors import DataError
-    from mlsys.labeling.stage import LABELED
+    from mlsys.datasets import LABELED, trainable
     from mlsys.registry.stage import classification_metrics
     from mlsys.storage import DatasetStore
     from mlsys.tracking import tracker
-    from mlsys.training.featurizer import DEFAULT_CHAR_NGRAMS, HashingFeaturizer
-    from mlsys.training.model import TextClassifier
-    from mlsys.training.sharp_runner import Job, train_many
-    from mlsys.training.stage import log_model
-    from mlsys.training.trainer import predict_proba
+    from mlsys.model.featurizer import DEFAULT_CHAR_NGRAMS, HashingFeaturizer
+    from mlsys.model.text_classifier import TextClassifier
+    from mlsys.training.sharp.runner import Job, train_many
+    from mlsys.model.pyfunc import log_model
+    from mlsys.model.text_classifier import predict_proba
 
     candidates = spec.candidates
     store = DatasetStore(spec.storage_uri or None)
     ref = store.ref(LABELED, spec.dataset_version)
     df = store.read(LABELED, ref.version)
-    df = df[(df["weight"] > 0) & (df["label_source"] != "unlabeled")].reset_index(drop=True)
+    df = trainable(df)
     gold = np.flatnonzero((df["label_source"] == "gold").to_numpy())
     n_val = int(round(len(gold) * spec.val_fraction))
     if n_val < 2:

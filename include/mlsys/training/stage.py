@@ -4,7 +4,7 @@ Only rows the label stage trusts (weight > 0) train; the loss is noise-aware,
 using ``label_proba`` as soft targets and ``weight`` per row.
 
 Strategies (``TrainSpec.strategy``): ``single`` trains in this process;
-``ddp`` and ``pipeline`` launch ``mlsys.training.job`` on ``nproc`` processes
+``ddp`` and ``pipeline`` launch ``mlsys.training.parallel.job`` on ``nproc`` processes
 with torchrun (gloo on cpu, NCCL on cuda), stream its log, and log rank 0's
 metrics, the partition, stage times, bubble and schedule plot to MLflow. They
 checkpoint every ``checkpoint_every`` steps under ``<storage>/checkpoints/train/<key>``;
@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from mlsys.errors import DataError, SpecError
-from mlsys.labeling.stage import LABELED
+from mlsys.datasets import LABELED, trainable
 from mlsys.spec import require
 from mlsys.storage import DatasetRef, DatasetStore
 
-MODEL_NAME_IN_RUN = "model"
 STRATEGIES = ("single", "ddp", "pipeline")
 
 
@@ -55,7 +54,7 @@ class TrainSpec:
     checkpoint_key: str = ""  # same key = resume (an Airflow retry); "" = a fresh key per run
 
     def __post_init__(self):
-        from mlsys.training.featurizer import MAX_CHAR_NGRAM, valid_char_ngrams
+        from mlsys.model.featurizer import MAX_CHAR_NGRAM, valid_char_ngrams
 
         require(self.epochs >= 1, "TrainSpec", "epochs", self.epochs, "use at least 1 epoch")
         require(self.batch_size >= 1, "TrainSpec", "batch_size", self.batch_size, "use a batch size of at least 1")
@@ -142,7 +141,9 @@ def run(spec: TrainSpec) -> TrainResult:
     import torch
 
     from mlsys.tracking import tracker
-    from mlsys.training import HashingFeaturizer, TextClassifier, TextClassifierConfig, TrainConfig, train
+    from mlsys.model import HashingFeaturizer, TextClassifier, TextClassifierConfig
+    from mlsys.model.pyfunc import log_model
+    from mlsys.training.trainer import TrainConfig, train
 
     store = DatasetStore(spec.storage_uri or None)
     ref = store.ref(LABELED, spec.dataset_version)
@@ -150,7 +151,7 @@ def run(spec: TrainSpec) -> TrainResult:
     missing = {"text", "label_proba", "weight", "label_source"} - set(df.columns)
     if missing:
         raise DataError(f"{ref.label}: missing column(s) {sorted(missing)}; it must come from the label stage")
-    df = df[(df["weight"] > 0) & (df["label_source"] != "unlabeled")].reset_index(drop=True)
+    df = trainable(df)
     if df.empty:
         raise DataError(f"{ref.label}: no row has weight > 0; the label stage produced no usable labels")
 
@@ -185,7 +186,7 @@ def run(spec: TrainSpec) -> TrainResult:
 
 
 def _job_config(spec: TrainSpec, mcfg, checkpoint_uri: str):
-    from mlsys.training.job import JobConfig, available_devices
+    from mlsys.training.parallel.job import JobConfig, available_devices
 
     devices = available_devices(spec.device)
     require(spec.nproc <= devices, "TrainSpec", "nproc", spec.nproc,
@@ -214,10 +215,11 @@ def _run_distributed(spec: TrainSpec, store: DatasetStore, ref: DatasetRef, df, 
     import numpy as np
     import torch
 
+    from mlsys.model.pyfunc import log_model
+    from mlsys.model.text_classifier import TextClassifier
     from mlsys.tracking import tracker
-    from mlsys.training import report
-    from mlsys.training.launcher import launch, parse_event
-    from mlsys.training.model import TextClassifier
+    from mlsys.training.parallel import report
+    from mlsys.training.parallel.launcher import launch, parse_event
 
     ckpt = checkpoint_uri(spec, store, ref) if spec.checkpoint_every else ""
     cfg = _job_config(spec, mcfg, ckpt)  # every bad input fails here, before a process is spawned
@@ -249,7 +251,7 @@ def _run_distributed(spec: TrainSpec, store: DatasetStore, ref: DatasetRef, df, 
                     "proba": torch.tensor(np.stack(df["label_proba"].to_numpy()), dtype=torch.float32)},
                    work / "data.pt")
         (work / "job.json").write_text(json.dumps(cfg.to_json()))
-        launch(["-m", "mlsys.training.job", str(work)], spec.nproc, on_line=on_line)
+        launch(["-m", "mlsys.training.parallel.job", str(work)], spec.nproc, on_line=on_line)
         summary = json.loads((work / "result.json").read_text())
         weights = torch.load(work / "result.pt", weights_only=True)
     finally:
@@ -269,38 +271,6 @@ def _run_distributed(spec: TrainSpec, store: DatasetStore, ref: DatasetRef, df, 
         model_uri = log_model(model, featurizer, mcfg, df["text"].head(5).tolist())
     return TrainResult(dataset=ref, model_uri=model_uri, run_id=tracker.active_run_id(), train_rows=len(df),
                        metrics=metrics)
-
-
-def log_model(model, featurizer, mcfg, example_texts: list[str]) -> str:
-    """Log the model as an MLflow pyfunc with a signature and an input example; return its URI."""
-    import dataclasses
-
-    import mlflow
-    import pandas as pd
-    import torch
-    from mlflow.models import infer_signature
-
-    from mlsys.inference.pyfunc_model import CONFIG, WEIGHTS, TextClassifierPyfunc
-    from mlsys.training.trainer import predict_proba
-
-    example = pd.DataFrame({"text": example_texts})
-    proba = predict_proba(model, featurizer, example_texts).numpy()
-    output = pd.DataFrame({"prediction": proba.argmax(1).astype("int64"), "proba_0": proba[:, 0], "proba_1": proba[:, 1]})
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "weights.pt"
-        config = Path(tmp) / "config.json"
-        torch.save(model.state_dict(), weights)
-        config.write_text(json.dumps({"featurizer": dataclasses.asdict(featurizer), "model": mcfg.to_json()}))
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME_IN_RUN,
-            python_model=TextClassifierPyfunc(),
-            artifacts={WEIGHTS: str(weights), CONFIG: str(config)},
-            signature=infer_signature(example, output),
-            input_example=example,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas"],
-            code_paths=[str(Path(__file__).resolve().parents[1])],
-        )
-    return info.model_uri
 
 
 def _log_curve(history: list[dict]) -> None:

@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from mlsys.training.featurizer import HashingFeaturizer
-from mlsys.training.loss import noise_aware_loss
+from mlsys.model.featurizer import HashingFeaturizer
+from mlsys.model.loss import noise_aware_loss
 
 MetricsCallback = Callable[[dict, int], None]
 
@@ -76,14 +76,3 @@ def train(
         if on_metrics:
             on_metrics(epoch_metrics, step)
     return {"steps": step, "final_loss": history[-1]["train_loss"], "history": history}
-
-
-@torch.inference_mode()
-def predict_proba(model: nn.Module, featurizer: HashingFeaturizer, texts: Sequence[str], batch_size: int = 4096) -> torch.Tensor:
-    """(N, C) class probabilities."""
-    model.eval()
-    out = []
-    for i in range(0, len(texts), batch_size):
-        ids, offsets = featurizer.encode(texts[i : i + batch_size])
-        out.append(torch.softmax(model(ids, offsets), dim=-1))
-    return torch.cat(out) if out else torch.empty(0, getattr(model, "config").num_classes)

@@ -2,7 +2,7 @@
 
 from mlsys.validation.anomalies import Anomaly
 from mlsys.validation.evolution import SchemaRegistry
-from mlsys.validation.inference import infer
+from mlsys.validation.infer import infer
 from mlsys.validation.schema import Schema
 from mlsys.validation.stage import ValidateResult, ValidateSpec, check, run
 from mlsys.validation.statistics import DatasetStatistics, compute

@@ -1,4 +1,4 @@
-"""CLI commands of the validation package (registered in ``mlsys.cli.COMMAND_MODULES``).
+"""CLI commands of the validation package (registered in ``mlsys.cli.COMMANDS``).
 
     mlsys stats --data PATH [--out STATS.json]
     mlsys schema infer --data PATH --out SCHEMA.yaml [--dataset NAME] [--label COLUMN]
@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 
-def add_commands(sub) -> dict:
-    p = sub.add_parser("stats", help="column statistics of a CSV or Parquet file")
+def add_stats_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="CSV or Parquet file")
     p.add_argument("--out", default="", help="also write the full statistics as JSON here")
 
-    schema = sub.add_parser("schema", help="infer, show or accept a dataset schema")
+
+def add_schema_arguments(schema: argparse.ArgumentParser) -> None:
     ssub = schema.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
     infer = ssub.add_parser("infer", help="infer a schema (YAML) from a CSV or Parquet file")
     infer.add_argument("--data", required=True, help="CSV or Parquet file")
@@ -32,7 +32,6 @@ def add_commands(sub) -> dict:
         q = ssub.add_parser(name, help=text)
         q.add_argument("--schema", required=True, help="schema YAML path, or a schema name in the storage root")
         q.add_argument("--storage-uri", default="", help="storage root for named schemas (default: MLSYS_STORAGE_URI)")
-    return {"stats": _stats, "schema": _schema}
 
 
 def _fail(command: str, exc: Exception) -> int:
@@ -40,7 +39,7 @@ def _fail(command: str, exc: Exception) -> int:
     return 2
 
 
-def _stats(args: argparse.Namespace) -> int:
+def stats(args: argparse.Namespace) -> int:
     from mlsys.errors import MlsysError
     from mlsys.validation import statistics
 
@@ -58,7 +57,7 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _schema(args: argparse.Namespace) -> int:
+def schema(args: argparse.Namespace) -> int:
     from mlsys.errors import MlsysError
 
     try:
@@ -69,14 +68,15 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _infer(args: argparse.Namespace) -> int:
     from mlsys.errors import SpecError
-    from mlsys.validation import inference, statistics
+    from mlsys.validation import statistics
+    from mlsys.validation.infer import infer
 
     out = Path(args.out)
     if out.exists() and not args.force:
         raise SpecError(f"{out} exists; a schema changes by accepted versions (mlsys schema accept), "
                         "or pass --force to start over")
     stats = statistics.compute(statistics.read_table(args.data))
-    schema = inference.infer(stats, args.dataset or Path(args.data).stem.replace(" ", "_"), label=args.label)
+    schema = infer(stats, args.dataset or Path(args.data).stem.replace(" ", "_"), label=args.label)
     schema.save(out)
     print(schema.to_yaml())
     print(json.dumps({"schema": str(out), "dataset": schema.dataset, "version": schema.version,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from mlsys.errors import SpecError
 from mlsys.validation.anomalies import NEW_COLUMN, OUT_OF_RANGE, UNEXPECTED_VALUES, WARNING, Anomaly
-from mlsys.validation.inference import infer_column
+from mlsys.validation.infer import infer_column
 from mlsys.validation.schema import SCHEMA_DIR, Schema, resolve
 from mlsys.validation.statistics import DatasetStatistics
 

@@ -32,7 +32,7 @@ from mlsys.spec import require
 from mlsys.storage import DatasetRef, DatasetStore
 from mlsys.validation import anomalies as anom
 from mlsys.validation import quarantine, statistics
-from mlsys.validation.engine import check
+from mlsys.validation.gx import check
 from mlsys.validation.evolution import SchemaRegistry, propose_update
 from mlsys.validation.schema import ENVIRONMENTS, Schema
 

@@ -1,0 +1,33 @@
+"""Dataset names, registry aliases and column contracts: what stages hand each other, in one place.
+
+    ingest    -> UNLABELED, GOLD, TEST             (one snapshot per ingest)
+    label     -> LABELED  (LABELED_COLUMNS)        trainable rows: weight > 0, see trainable()
+    batch     -> PREDICTIONS (or PREDICTION_SHARDS, merged into PREDICTIONS)
+    stream    -> VIDEO_PREDICTIONS_PREFIX + <stream>
+    evaluate  -> the registered model's aliases CHALLENGER (newest) and CHAMPION (best so far)
+
+Stages import these names from here, never from each other.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+UNLABELED, GOLD, TEST = "comments_unlabeled", "comments_gold", "comments_test"
+LABELED = "comments_labeled"
+PREDICTIONS = "predictions"
+PREDICTION_SHARDS = "predictions_shards"
+VIDEO_PREDICTIONS_PREFIX = "video_predictions_"
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+CARDINALITY = 2  # classes of the labeled datasets (ham = 0, spam = 1)
+LABELED_COLUMNS = ["id", "group", "text", "label", "label_proba", "label_source", "weight"]
+
+
+def trainable(labeled: "pd.DataFrame") -> "pd.DataFrame":
+    """The rows of a labeled dataset that may train a model: a positive weight and a label (gold or weak)."""
+    return labeled[(labeled["weight"] > 0) & (labeled["label_source"] != "unlabeled")].reset_index(drop=True)

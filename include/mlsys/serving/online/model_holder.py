@@ -1,0 +1,73 @@
+"""The served model: a registered alias, loaded, swapped atomically when the alias moves.
+
+A poller thread checks the alias every ``poll_s`` seconds; ``refresh`` (the
+server's POST /reload) checks now. A new version loads beside the old one, and
+one reference assignment swaps them, so requests in flight finish on the old
+model and none is dropped. A version that fails to load is logged and the old
+model keeps serving; it is retried at the next check.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from mlsys.serving import champion
+from mlsys.serving.scorer import Scorer
+
+log = logging.getLogger("mlsys.serve")
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    version: str | None  # the label serving now, e.g. "name/3"
+    changed: bool
+    error: str | None = None
+
+
+class ModelHolder:
+    def __init__(self, name: str, alias: str, poll_s: float = 10.0):
+        self.name, self.alias, self.poll_s = name, alias, poll_s
+        self.scorer: Scorer | None = None
+        self.reloads: dict[str, int] = {"ok": 0, "failed": 0}
+        self.last_error: str | None = None
+        self._lock = threading.Lock()  # one load at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def label(self) -> str | None:
+        scorer = self.scorer
+        return scorer.label if scorer else None
+
+    def refresh(self) -> RefreshResult:
+        """Load the alias's version if it is not the one serving; on failure keep serving the old one."""
+        with self._lock:
+            try:
+                ref = champion.resolve(self.name, self.alias)
+                if self.scorer is not None and self.scorer.label == ref.label:
+                    return RefreshResult(self.label, changed=False)
+                scorer = champion.load(ref)
+            except Exception as exc:  # noqa: BLE001 - the server must keep serving; logged and reported, not swallowed
+                self.reloads["failed"] += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("reload of %s@%s failed; still serving %s", self.name, self.alias, self.label)
+                return RefreshResult(self.label, changed=False, error=self.last_error)
+            old = self.label
+            self.scorer = scorer  # the swap: one reference assignment
+            self.reloads["ok"] += 1
+            self.last_error = None
+            log.warning("now serving %s (was %s)", scorer.label, old)
+            return RefreshResult(self.label, changed=True)
+
+    def start_polling(self) -> None:
+        self._thread = threading.Thread(target=self._poll, daemon=True, name="mlsys-alias-poll")
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_s if self.scorer is not None else min(self.poll_s, 2.0)):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,241 @@
+"""`mlsys serve` as a real uvicorn server on 127.0.0.1, against a real MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mlsys.bench.serve import free_port, stop
+
+SERVE_MODEL = "spam-serve-test"
+
+
+def serve_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI")}
+    env.update(MLSYS_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true", MLSYS_MODEL_NAME=SERVE_MODEL)
+    return env
+
+
+def start_server(home: Path, port: int, *extra: str) -> subprocess.Popen:
+    from mlsys.bench.serve import wait_http
+
+    log = open(home / f"serve-{port}.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "mlsys.cli", "serve", "--port", str(port), *extra],
+                            env=serve_env(home), stdout=log, stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{port}/ready", proc, timeout_s=120)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A registry holding SERVE_MODEL v1 (champion); yields the home and pyfunc predictions for some texts."""
+    home = tmp_path_factory.mktemp("serve-home")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in serve_env(home).items():
+            mp.setenv(k, v)
+        for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
+            mp.delenv(var, raising=False)
+        import mlflow
+        import pandas as pd
+
+        from mlsys.bench.workload import comments, register_model
+
+        register_model(SERVE_MODEL, num_buckets=1 << 10, dim=16, depth=1, seed=0)
+        texts = comments()[:40]
+        expected = mlflow.pyfunc.load_model(f"models:/{SERVE_MODEL}/1").predict(pd.DataFrame({"text": texts}))
+        yield SimpleNamespace(home=home, texts=texts, expected=expected, mp=mp)
+
+
+def call(port: int, path: str, body=None, raw: bytes | None = None, method: str | None = None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, {"Content-Type": "application/json"},
+                                 method=method or ("POST" if data is not None else "GET"))
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def metric(port: int, name: str) -> float:
+    text = call(port, "/metrics")[2].decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+SERVER_ARGS = ("--poll-s", "0.5", "--max-records", "50", "--max-body-bytes", "20000", "--max-queue", "45")
+
+
+@pytest.fixture(scope="module")
+def running(registry):
+    """One server for the module; the last test kills and restarts it."""
+    state = SimpleNamespace(port=free_port())
+    state.proc = start_server(registry.home, state.port, *SERVER_ARGS)
+    yield state
+    stop(state.proc)  # terminate, then kill after 20 s
+
+
+@pytest.fixture
+def server(registry, running):
+    return registry, running.port
+
+
+def test_single_record_and_list_match_the_pyfunc(server):
+    registry, port = server
+    status, _, body = call(port, "/predict", {"text": registry.texts[0], "id": "a1"})
+    one = json.loads(body)
+    assert status == 200 and one["model_version"] == f"{SERVE_MODEL}/1" and one["id"] == "a1"
+    assert one["prediction"] == registry.expected["prediction"][0]
+    assert np.isclose(one["probabilities"][1], registry.expected["proba_1"][0], atol=1e-6)
+    status, _, body = call(port, "/predict", [{"text": t} for t in registry.texts])
+    many = json.loads(body)["predictions"]
+    assert status == 200 and len(many) == len(registry.texts)
+    assert [m["prediction"] for m in many] == registry.expected["prediction"].tolist()
+    assert np.allclose([m["probabilities"][1] for m in many], registry.expected["proba_1"], atol=1e-6)
+
+
+@pytest.mark.parametrize("raw,status,field", [
+    (b'{"text": "unclosed', 400, "body"),
+    (b"", 400, "body"),
+    (b'{"txt": "typo"}', 422, "text"),
+    (b'[{"text": "ok"}, {"text": 7}]', 422, "[1].text"),
+    (b'[{"text": "ok"}, "bare"]', 422, "[1]"),
+    (b"[]", 422, "records"),
+    (b'"just a string"', 422, "body"),
+    (json.dumps([{"text": "x"}] * 51).encode(), 413, "records"),
+    (json.dumps({"text": "x" * 30000}).encode(), 413, "body"),
+])
+def test_bad_requests_get_4xx_naming_the_field_and_never_reach_the_model(server, raw, status, field):
+    _, port = server
+    batches = metric(port, "mlsys_batch_size_records_count")
+    got, _, body = call(port, "/predict", raw=raw, method="POST")
+    assert got == status
+    assert json.loads(body)["field"] == field and json.loads(body)["error"].startswith(field + ":")
+    assert metric(port, "mlsys_batch_size_records_count") == batches
+    assert call(port, "/predict", {"text": "still serving"})[0] == 200
+
+
+def test_health_ready_and_metrics(server):
+    registry, port = server
+    assert call(port, "/health")[0] == 200
+    status, _, body = call(port, "/ready")
+    assert status == 200 and json.loads(body)["model_version"] == f"{SERVE_MODEL}/1"
+    for _ in range(3):
+        call(port, "/predict", {"text": "the same text every time"})
+    status, headers, body = call(port, "/metrics")
+    text = body.decode()
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    for name in ("mlsys_request_latency_seconds_bucket{le=\"0.05\"}", "mlsys_batch_size_records_count",
+                 "mlsys_queue_depth_records", "mlsys_batch_limit_records", "mlsys_cache_hit_rate",
+                 f'mlsys_model_info{{version="{SERVE_MODEL}/1"}} 1', 'mlsys_requests_total{code="200"}'):
+        assert name in text, name
+    assert metric(port, "mlsys_cache_hit_rate") > 0
+
+
+def test_alias_move_reloads_without_dropping_requests_and_a_bad_version_keeps_the_old(server):
+    import mlflow
+
+    from mlsys.bench.workload import register_model
+
+    registry, port = server
+    statuses, versions, stop = [], set(), threading.Event()
+
+    def client():
+        while not stop.is_set():
+            status, _, body = call(port, "/predict", {"text": f"check my channel {time.perf_counter()}"})
+            statuses.append(status)
+            if status == 200:
+                versions.add(json.loads(body)["model_version"])
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        assert register_model(SERVE_MODEL, num_buckets=1 << 10, dim=16, depth=1, seed=1) == "2"  # moves champion
+        deadline = time.monotonic() + 30
+        while f"{SERVE_MODEL}/2" not in versions and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert versions == {f"{SERVE_MODEL}/1", f"{SERVE_MODEL}/2"}
+    assert set(statuses) == {200}, "no request dropped during the swap"
+
+    client = mlflow.MlflowClient()
+    bad = client.create_model_version(SERVE_MODEL, source=str(registry.home / "no-such-model"))
+    client.set_registered_model_alias(SERVE_MODEL, "champion", bad.version)
+    try:
+        status, _, body = call(port, "/reload", raw=b"", method="POST")
+        assert status == 500 and json.loads(body)["model_version"] == f"{SERVE_MODEL}/2" and json.loads(body)["error"]
+        status, _, body = call(port, "/predict", {"text": "hello"})
+        assert status == 200 and json.loads(body)["model_version"] == f"{SERVE_MODEL}/2"
+        assert metric(port, 'mlsys_model_reloads_total{result="failed"}') >= 1
+        log = "".join(p.read_text() for p in registry.home.glob("serve-*.log"))
+        assert f"reload of {SERVE_MODEL}@champion failed; still serving {SERVE_MODEL}/2" in log
+    finally:
+        client.set_registered_model_alias(SERVE_MODEL, "champion", "2")
+    from mlsys.serving.online.reload_hook import notify
+
+    assert notify(f"http://127.0.0.1:{port}") == {"model_version": f"{SERVE_MODEL}/2", "changed": False, "error": None}
+
+
+def test_overload_gets_503_with_retry_after(server):
+    _, port = server
+    status, headers, body = call(port, "/predict", [{"text": "a"}] * 46)  # more records than the queue may hold
+    assert status == 503 and int(headers["retry-after"]) >= 1 and "SLO" in json.loads(body)["error"]
+    assert call(port, "/predict", [{"text": "a"}] * 40)[0] == 200
+
+
+def test_kill_under_load_then_restart_answers_correctly(registry, running):
+    """Clients see connection errors while the server is down, then correct answers after the restart."""
+    port = running.port
+    outcomes, stop = [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                status, _, body = call(port, "/predict", {"text": registry.texts[1]})
+                outcomes.append(("ok", json.loads(body)["prediction"]) if status == 200 else ("status", status))
+            except OSError:
+                outcomes.append(("conn", None))
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        running.proc.kill()  # SIGKILL under load
+        running.proc.wait()
+        time.sleep(0.5)
+        killed_at = len(outcomes)
+        running.proc = start_server(registry.home, port, *SERVER_ARGS)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    kinds = [k for k, _ in outcomes]
+    assert kinds[0] == "ok" and "conn" in kinds[:killed_at + 3]
+    after = [o for o in outcomes[killed_at:] if o[0] == "ok"]
+    assert after, "the restarted server answered"
+    import mlflow
+    import pandas as pd
+
+    v2 = mlflow.pyfunc.load_model(f"models:/{SERVE_MODEL}/2").predict(pd.DataFrame({"text": registry.texts[1:2]}))
+    assert {p for _, p in after} == {int(v2["prediction"][0])}  # champion is v2 by now
+    status, _, body = call(port, "/predict", {"text": registry.texts[1]})
+    assert json.loads(body)["model_version"] == f"{SERVE_MODEL}/2"
+    assert np.isclose(json.loads(body)["probabilities"][1], v2["proba_1"][0], atol=1e-6)
+    assert kinds[-1] == "ok"
