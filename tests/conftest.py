@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from mlsys.bench.harness import free_port
 
 SEED = 1234
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -71,19 +72,13 @@ def mlsys_home(tmp_path, monkeypatch) -> Path:
     return _point_home(monkeypatch, home)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory):
     """A moto S3 server on a free local port, for the whole session; yields its endpoint URL."""
     exe = Path(sys.executable).parent / "moto_server"
     if not exe.is_file():
         pytest.fail(f"moto_server not found at {exe}: install moto[server] in the virtual environment")
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
     env = dict(os.environ)

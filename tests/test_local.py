@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from mlsys.bench.harness import free_port
+
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, token: str | None = None, timeout: float = 5):
@@ -45,7 +40,7 @@ def _wait(fn, what: str, timeout: float, proc: subprocess.Popen, log: Path):
 
 
 def test_up_serves_airflow_with_project_dags_and_mlflow_on_the_same_state(tmp_path):
-    api_port, mlflow_port = _free_port(), _free_port()
+    api_port, mlflow_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLSYS_", "MLFLOW_TRACKING"))}
     env |= {
         "MLSYS_HOME": str(tmp_path),

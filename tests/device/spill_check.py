@@ -1,7 +1,7 @@
 """One self-contained check of model spilling on a device; needs torch only. Prints one JSON line.
 
-    PYTHONPATH=include python -m mlsys.training.spill_check --device cuda      # on a GPU host, < 2 min on one H200
-    PYTHONPATH=include python -m mlsys.training.spill_check --device cpu --small  # the same checks, tiny, here
+    PYTHONPATH=include python tests/device/spill_check.py --device cuda      # on a GPU host, < 2 min on one H200
+    PYTHONPATH=include python tests/device/spill_check.py --device cpu --small  # the same checks, tiny, here
 
 1. correctness: 5 steps of a small MLP (dropout, LayerNorm, BatchNorm) spilled into >= 3 shards
    (pinned host tier, prefetch on) vs resident on the same device, with SGD (momentum) and Adam:
@@ -22,6 +22,7 @@ import time
 import torch
 from torch import nn
 
+from mlsys.bench.harness import sync
 from mlsys.training.spill.partitioner import MB, partition
 from mlsys.training.spill.spiller import Spiller, train_resident
 
@@ -29,11 +30,6 @@ OPTIMIZERS = {
     "sgd": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
     "adam": lambda ps: torch.optim.Adam(ps, lr=1e-3),
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _mlp(width: int, depth: int, features: int, classes: int, seed: int = 0, extras: bool = False):
@@ -101,7 +97,7 @@ def memory(device: torch.device, budget_mb: float, model_mb: float, batch: int) 
     width = int((model_mb * MB / 4 / depth) ** 0.5)
     data = _data(3, batch, features, classes, device)
     opt = OPTIMIZERS["adam"]
-    _sync(device)
+    sync(device)
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -112,11 +108,11 @@ def memory(device: torch.device, budget_mb: float, model_mb: float, batch: int) 
     if device.type == "cuda":  # the pilot resets the peak per layer; from here on: training only
         torch.cuda.reset_peak_memory_stats(device)
     sp.train_step(*data[0], nn.functional.cross_entropy)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for x, y in data[1:]:
         sp.train_step(x, y, nn.functional.cross_entropy)
-    _sync(device)
+    sync(device)
     rate = (len(data) - 1) / (time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated(device) - before) / MB if device.type == "cuda" else None
     weights = sum(c.param_bytes for c in sp.costs) / MB
@@ -142,11 +138,11 @@ def speed(device: torch.device, width: int, depth: int, batch: int, steps: int) 
 
     def timed(step) -> float:
         step(*data[0])
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for x, y in data[1:]:
             step(x, y)
-        _sync(device)
+        sync(device)
         return steps / (time.perf_counter() - start)
 
     out = {"resident_steps_per_s": timed(resident)}

@@ -34,7 +34,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mlsys.bench.harness import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -276,12 +277,6 @@ def drop_metadata_db(base: PgTarget, target: PgTarget) -> None:
                 )
     finally:
         conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- processes

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlsys.errors import DataError, SpecError
 from mlsys.datasets import GOLD, TEST, UNLABELED
+from mlsys.errors import DataError, SpecError
 from mlsys.ingest.stage import IngestSpec, run
 from mlsys.storage import DatasetStore
 from mlsys.storage.dataset import DATA_FILE

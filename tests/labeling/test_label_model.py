@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlsys.labeling.label_model import CANDIDATES, GoldAwareLabelModel, GoldWeightedVote, lf_accuracy, split_gold
+from mlsys.labeling.label_model import (
+    CANDIDATES,
+    GoldAwareLabelModel,
+    GoldWeightedVote,
+    lf_accuracy,
+    split_gold,
+)
 
 
 def _synthetic(n: int, accuracies, coverage: float, seed: int):

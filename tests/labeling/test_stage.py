@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mlsys.errors import SpecError
 from mlsys.datasets import GOLD, LABELED, TEST, UNLABELED
+from mlsys.errors import SpecError
 from mlsys.ingest.stage import IngestSpec
 from mlsys.ingest.stage import run as ingest
 from mlsys.labeling import youtube_lfs

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mlsys.model import vector_featurizer
-from mlsys.model.vector_featurizer import MAX_LEN, VectorFeaturizer
 from mlsys.bench.workload import comments
-from mlsys.model import featurizer
+from mlsys.model import featurizer, vector_featurizer
 from mlsys.model.featurizer import TOKEN, HashingFeaturizer
+from mlsys.model.vector_featurizer import MAX_LEN, VectorFeaturizer
 
 EDGE = ["", "!!!", "a", "A b", "abc", "def", "İstanbul İi", "\u212aelvin a\u212ab", "x" * (MAX_LEN + 40) + " y " + "z" * 70,
         "y " + "q" * (MAX_LEN + 1), "q" * MAX_LEN + " " + "r" * MAX_LEN, "don't STOP 123", "\n\t", "émile zola ß ΣΑΣ",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from mlsys.bench.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -48,12 +49,6 @@ def probe():
 
 probe()
 '''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _airflow(env: dict[str, str], *args: str, timeout: float = 120) -> str:
@@ -96,7 +91,7 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def api(airflow_env):
     """A real API server on a free port, and a JWT for the admin user."""
-    port = _free_port()
+    port = free_port()
     home = Path(airflow_env["AIRFLOW_HOME"])
     log = open(home / "api-server.log", "w")
     proc = subprocess.Popen(

@@ -14,12 +14,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from mlsys.datasets import CHALLENGER, CHAMPION
 from mlsys.errors import SpecError
 from mlsys.ingest.stage import IngestSpec
 from mlsys.ingest.stage import run as ingest
 from mlsys.labeling.stage import LabelSpec
 from mlsys.labeling.stage import run as label
-from mlsys.datasets import CHALLENGER, CHAMPION
 from mlsys.registry.stage import EvaluateSpec, classification_metrics, run
 from mlsys.tracking import RunContext, stage_run
 from mlsys.training.stage import TrainSpec
@@ -189,7 +189,8 @@ def champion_is_1(gate, monkeypatch, point_home):
 
 def test_a_promotion_tells_the_running_server_to_reload(champion_is_1, tmp_path):
     """A real `mlsys serve` that never polls in the test's time switches to the new champion when evaluate returns."""
-    from mlsys.bench.serve import free_port, wait_http
+    from mlsys.bench.harness import free_port
+    from mlsys.bench.serve import wait_http
 
     gate, port = champion_is_1, free_port()
     with open(tmp_path / "serve.log", "wb") as log:
@@ -257,7 +258,7 @@ def test_a_failed_reload_keeps_the_promotion_and_is_logged(champion_is_1, endpoi
 
 
 def test_nothing_listening_still_promotes(champion_is_1, monkeypatch, caplog):
-    from mlsys.bench.serve import free_port
+    from mlsys.bench.harness import free_port
 
     gate, url = champion_is_1, f"http://127.0.0.1:{free_port()}"
     with caplog.at_level(logging.ERROR, logger="mlsys.registry.stage"):

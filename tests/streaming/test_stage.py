@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from mlsys.datasets import VIDEO_PREDICTIONS_PREFIX
 from mlsys.errors import DataError, SpecError
 from mlsys.storage import DatasetStore
 from mlsys.streaming import watermark
-from mlsys.datasets import VIDEO_PREDICTIONS_PREFIX
 from mlsys.streaming.stage import StreamSpec, run
 from mlsys.streaming.video import VideoError
 

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from mlsys.streaming.video import VideoError, iter_frames, probe, read_video, write_video
+from mlsys.streaming.video import (
+    VideoError,
+    iter_frames,
+    probe,
+    read_video,
+    write_video,
+)
 
 
 def test_decodes_and_resizes_real_videos(data_dir):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,9 +14,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlsys.bench.harness import free_port
 from mlsys.storage import DatasetStore
-from mlsys.tracking import RunContext, configure, experiment_id, log_input, log_output, run_url, stage_run
-from mlsys.tracking import tracker
+from mlsys.tracking import (
+    RunContext,
+    configure,
+    experiment_id,
+    log_input,
+    log_output,
+    run_url,
+    stage_run,
+    tracker,
+)
 
 DAG, DAG_RUN = "youtube_spam_nightly", "manual__2026-01-01T00:00:00+00:00"
 
@@ -185,16 +193,10 @@ def test_active_run_id_and_run_url(mlsys_home, monkeypatch):
 # -- a real tracking server --------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path, mlsys_home, monkeypatch):
     exe = Path(sys.executable).parent / "mlflow"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "mlflow-server.log"
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")

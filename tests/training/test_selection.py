@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlsys.errors import SpecError
-from mlsys.training.selection import DEFAULTS, SelectionSpec, candidate_name, expand
+from mlsys.training.selection import SelectionSpec, candidate_name, defaults, expand
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube-spam"
 
@@ -16,18 +16,18 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube
 def test_a_grid_is_the_cross_product_and_a_list_is_taken_as_given():
     grid = expand('{"lr": [0.001, 0.01], "dim": [16, 32, 64]}')
     assert len(grid) == 6 and {(c["lr"], c["dim"]) for c in grid} == {(a, b) for a in (0.001, 0.01) for b in (16, 32, 64)}
-    assert all(c["depth"] == DEFAULTS["depth"] for c in grid), "unset keys take the defaults"
+    assert all(c["depth"] == defaults()["depth"] for c in grid), "unset keys take the defaults"
     listed = expand([{"lr": 1, "optimizer": "sgd"}, {"depth": 0}])
     assert listed[0]["lr"] == 1.0 and listed[0]["optimizer"] == "sgd" and listed[1]["depth"] == 0
     assert candidate_name(3, listed[0]).startswith("c03-")
 
 
 @pytest.mark.parametrize("grid, message", [
-    ('{"lr": [0.01, -1]}', r"candidate 1: key 'lr' has the invalid value -1.0: use a positive learning rate"),
-    ('{"dimm": [32]}', r"unknown key 'dimm'"),
-    ('[{"depth": 1.5}]', r"key 'depth' has the invalid value 1.5"),
-    ('[{"optimizer": "lbfgs"}]', r"key 'optimizer' has the invalid value 'lbfgs'"),
-    ('{"lr": 0.01}', r"key 'lr' needs a non-empty list"),
+    ('{"lr": [0.01, -1]}', r"SelectionSpec\.grid\[1\]\.lr=-1.0 is invalid: use a positive learning rate"),
+    ('{"dimm": [32]}', r"SelectionSpec\.grid\[0\]\.dimm=32 is invalid: a configuration may set"),
+    ('[{"depth": 1.5}]', r"SelectionSpec\.grid\[0\]\.depth=1.5 is invalid"),
+    ('[{"optimizer": "lbfgs"}]', r"SelectionSpec\.grid\[0\]\.optimizer='lbfgs' is invalid"),
+    ('{"lr": 0.01}', r"SelectionSpec\.grid\.lr=0.01 is invalid: give a non-empty list"),
     ('{"lr": [0.01]', r"not valid JSON"),
     ("[]", r"grid=\[\] is invalid"),
 ])

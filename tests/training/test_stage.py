@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlsys.datasets import LABELED
 from mlsys.errors import DataError, SpecError, StorageError
 from mlsys.ingest.stage import IngestSpec
 from mlsys.ingest.stage import run as ingest
-from mlsys.datasets import LABELED
 from mlsys.labeling.stage import LabelSpec
 from mlsys.labeling.stage import run as label
+from mlsys.model.pyfunc import MODEL_NAME_IN_RUN
 from mlsys.storage import DatasetStore
 from mlsys.tracking import RunContext, stage_run
-from mlsys.model.pyfunc import MODEL_NAME_IN_RUN
 from mlsys.training.stage import TrainSpec, run
 from mlsys.validation.stage import ValidateSpec
 from mlsys.validation.stage import run as validate

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsys.errors import SpecError
 from mlsys.datasets import LABELED
+from mlsys.errors import SpecError
 from mlsys.storage import DatasetStore
 from mlsys.tracking import RunContext, stage_run
 from mlsys.training.stage import TrainSpec, run

@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from mlsys.model.featurizer import HashingFeaturizer
-from mlsys.model.text_classifier import TextClassifier, TextClassifierConfig
-from mlsys.model.text_classifier import predict_proba
+from mlsys.model.text_classifier import (
+    TextClassifier,
+    TextClassifierConfig,
+    predict_proba,
+)
 from mlsys.training.trainer import TrainConfig, train
 
 SPAM = ["buy cheap pills now", "free money click here", "win a free prize now", "cheap watches buy now",

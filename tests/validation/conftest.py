@@ -14,6 +14,7 @@ TAXI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chicago
 @pytest.fixture(scope="session")
 def taxi(tmp_path_factory):
     """The real taxi trips; ``previous``/``current`` are two random halves (two spans of the same process)."""
+    from mlsys.storage.table_file import read_table
     from mlsys.validation import statistics
     from mlsys.validation.infer import infer
 
@@ -25,7 +26,7 @@ def taxi(tmp_path_factory):
     current = full.drop(previous.index)
     previous.to_csv(root / "previous.csv", index=False)
     current.to_csv(root / "current.csv", index=False)
-    stats = statistics.compute(statistics.read_table(TAXI))
+    stats = statistics.compute(read_table(TAXI))
     schema = infer(stats, "chicago_taxi", label="tips")
     return SimpleNamespace(full=full, previous=previous.reset_index(drop=True), current=current.reset_index(drop=True),
                            stats=stats, schema=schema, root=root)

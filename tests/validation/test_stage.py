@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from mlsys.datasets import LABELED
 from mlsys.errors import SpecError, StorageError, ValidationFailed
 from mlsys.ingest.stage import IngestSpec
 from mlsys.ingest.stage import run as ingest
-from mlsys.datasets import LABELED
 from mlsys.labeling.stage import LabelSpec
 from mlsys.labeling.stage import run as label
 from mlsys.storage import DatasetStore

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mlsys.errors import DataError
+from mlsys.storage.table_file import read_table
 from mlsys.validation import statistics
 from mlsys.validation.statistics import QUANTILES, DatasetStatistics
 
@@ -68,19 +69,19 @@ def test_mixed_python_types_are_a_data_error():
 
 def test_unreadable_and_empty_files(tmp_path):
     with pytest.raises(DataError, match="not found"):
-        statistics.read_table(tmp_path / "nope.csv")
+        read_table(tmp_path / "nope.csv")
     (tmp_path / "empty.csv").write_bytes(b"")
     with pytest.raises(DataError, match=r"empty \(0 bytes\)"):
-        statistics.read_table(tmp_path / "empty.csv")
+        read_table(tmp_path / "empty.csv")
     (tmp_path / "header.csv").write_text("a,b\n")
     with pytest.raises(DataError, match="has a header but no rows"):
-        statistics.read_table(tmp_path / "header.csv")
+        read_table(tmp_path / "header.csv")
     (tmp_path / "bad.parquet").write_bytes(b"this is not parquet")
     with pytest.raises(DataError, match="could not be read as parquet"):
-        statistics.read_table(tmp_path / "bad.parquet")
+        read_table(tmp_path / "bad.parquet")
     (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3,4,5\n")
     with pytest.raises(DataError, match="could not be read as csv"):
-        statistics.read_table(tmp_path / "ragged.csv")
+        read_table(tmp_path / "ragged.csv")
     (tmp_path / "data.xlsx").write_text("x")
     with pytest.raises(DataError, match="unknown format"):
-        statistics.read_table(tmp_path / "data.xlsx")
+        read_table(tmp_path / "data.xlsx")

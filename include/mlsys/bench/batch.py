@@ -55,9 +55,14 @@ def _child(mode: str, dataset: str, batch_rows: int, workers: int) -> dict:
         result = run(BatchSpec(dataset=dataset, model_name=MODEL, model_version="1", batch_rows=batch_rows, workers=workers))
         rows, rate = result.rows, result.rows_per_s
     elif mode == "floor":
-        from mlsys.serving.batch.chunks import MICRO_ROWS, default_workers, ordered_map, utf8_buffers
-
         import torch
+
+        from mlsys.serving.batch.chunks import (
+            MICRO_ROWS,
+            default_workers,
+            ordered_map,
+            utf8_buffers,
+        )
 
         scorer = champion.load(champion.resolve(MODEL, "1"))
         if (workers or default_workers()) > 1:

@@ -32,12 +32,12 @@ from pathlib import Path
 
 import torch
 
+from mlsys.model.cnn import build_cnn
 from mlsys.settings import settings
 from mlsys.streaming.incremental.config import EngineConfig
 from mlsys.streaming.incremental.engine import IncrementalEngine
 from mlsys.streaming.incremental.presets import PRESETS
 from mlsys.streaming.incremental.synthetic import synthetic_frames
-from mlsys.model.cnn import build_cnn
 
 VIDEOS = ("carphone_pristine.mp4", "bikes.mp4")
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from mlsys.bench.harness import free_port, sync
 from mlsys.training.parallel import microbatch, partitioner
 from mlsys.training.parallel.affinity import pin_cpus
 
@@ -48,18 +48,13 @@ def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (output - target).pow(2).mean()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_sequential(model: nn.Module, x: torch.Tensor, y: torch.Tensor, m: int, device: torch.device) -> float:
     """Seconds for forward + backward of the batch as m micro-batches one after another (m=1: the full batch)."""
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for xb, yb in zip(torch.tensor_split(x, m), torch.tensor_split(y, m)):
         mse(model(xb), yb).backward()
-    _sync(device)
+    sync(device)
     model.zero_grad(set_to_none=True)
     return time.perf_counter() - t0
 
@@ -78,12 +73,6 @@ def saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _init(rank: int, world: int, port: int, device: str) -> torch.device:
     torch.set_num_threads(1)
     dev = torch.device("cuda", rank) if device == "cuda" else torch.device("cpu")
@@ -97,7 +86,11 @@ def _init(rank: int, world: int, port: int, device: str) -> torch.device:
 
 
 def _pipeline_worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str) -> None:
-    from mlsys.training.parallel.pipeline import PipelineStrategy, bubble_fraction, gather_timeline
+    from mlsys.training.parallel.pipeline import (
+        PipelineStrategy,
+        bubble_fraction,
+        gather_timeline,
+    )
 
     device = _init(rank, world, port, args.device)
     model = mlp(args.layers, args.width).to(device)
@@ -130,10 +123,10 @@ def _pipeline_worker(rank: int, world: int, port: int, args: argparse.Namespace,
     for c, strategy in strategies.items():
         for rep in range(args.warmup + args.steps):
             dist.barrier()
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             strategy.step((x,), y)
-            _sync(device)
+            sync(device)
             t1 = time.perf_counter()
             spans: list = [None] * world
             dist.all_gather_object(spans, (t0, t1))
@@ -184,10 +177,10 @@ def _ddp_worker(rank: int, world: int, port: int, args: argparse.Namespace, out:
             t = time_sequential(model, x, y, 1, device)
             one.append(t)
         dist.barrier()
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         mse(ddp(x), y).backward()
-        _sync(device)
+        sync(device)
         t1 = time.perf_counter()
         ddp.zero_grad(set_to_none=True)
         spans: list = [None] * world
@@ -202,7 +195,7 @@ def _ddp_worker(rank: int, world: int, port: int, args: argparse.Namespace, out:
 def _spawn(fn, world: int, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        mp.start_processes(fn, args=(world, _free_port(), args, out), nprocs=world, join=True, start_method="spawn")
+        mp.start_processes(fn, args=(world, free_port(), args, out), nprocs=world, join=True, start_method="spawn")
         return json.loads(Path(out).read_text())
 
 

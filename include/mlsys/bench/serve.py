@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,13 +22,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mlsys.bench.harness import free_port
+
 MODEL = "mlsys-bench-serve"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mlsys.bench.harness import sync
 from mlsys.training.spill.partitioner import MB
 from mlsys.training.spill.spiller import Spiller
 
@@ -68,19 +69,14 @@ def rss_mb(field: str = "VmRSS") -> float:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _timed_steps(step, data, warmup: int, device: str) -> float:
     for x, y in data[:warmup]:
         step(x, y)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for x, y in data[warmup:]:
         step(x, y)
-    _sync(device)
+    sync(device)
     return (len(data) - warmup) / (time.perf_counter() - start)
 
 

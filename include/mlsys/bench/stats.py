@@ -20,6 +20,8 @@ import logging
 import math
 import time
 
+from mlsys.storage.table_file import read_table
+
 
 def _gx_metrics(df):
     import contextlib
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows < 2 or args.repeat < 1:
         parser.error("--rows must be >= 2 and --repeat >= 1")
 
-    source = statistics.read_table(args.data).to_pandas()
+    source = read_table(args.data).to_pandas()
     rng = np.random.default_rng(args.seed)
     df = source.iloc[rng.integers(0, len(source), args.rows)].reset_index(drop=True)
     df = df.astype({c: object for c in df.columns if str(df[c].dtype) in ("str", "string")})  # what GX can read

@@ -45,10 +45,10 @@ def register_model(name: str, num_buckets: int = 1 << 15, dim: int = 64, depth: 
     import torch
 
     from mlsys.datasets import CHAMPION
-    from mlsys.tracking import tracker
     from mlsys.model import HashingFeaturizer, TextClassifier, TextClassifierConfig
     from mlsys.model.featurizer import DEFAULT_CHAR_NGRAMS
     from mlsys.model.pyfunc import log_model
+    from mlsys.tracking import tracker
 
     tracker.configure()
     torch.manual_seed(seed)

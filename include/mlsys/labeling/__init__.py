@@ -6,7 +6,7 @@
     labeler      label_frame: the Python API (DataFrame in, labeled DataFrame + report out)
     analysis     the LF table and plots logged to MLflow
     stage        the label stage (LabelSpec, run), store and file modes
-    benchmark    ``mlsys bench label``
+    (``mlsys bench label`` and ``label_quality`` live in ``mlsys.bench``)
 """
 
 from mlsys.labeling.applier import FastLFApplier, LFError

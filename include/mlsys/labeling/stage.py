@@ -23,11 +23,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlsys.errors import SpecError
 from mlsys.datasets import CARDINALITY, GOLD, LABELED, LABELED_COLUMNS, TEST, UNLABELED
+from mlsys.errors import SpecError
 from mlsys.spec import require
 from mlsys.storage import DatasetRef, DatasetStore
-
 
 
 @dataclass(frozen=True)
@@ -148,10 +147,10 @@ def _run_store(spec: LabelSpec, lfs) -> LabelResult:
 
 
 def _run_file(spec: LabelSpec, lfs) -> LabelResult:
-    from mlsys.storage.table_file import read_table, write_table
+    from mlsys.storage.table_file import read_frame, write_table
 
-    data = read_table(spec.data, spec.id_column, "--data")
-    gold = read_table(spec.gold, spec.id_column, "--gold") if spec.gold else None
+    data = read_frame(spec.data, spec.id_column, "--data")
+    gold = read_frame(spec.gold, spec.id_column, "--gold") if spec.gold else None
     labeled, report = _label(spec, lfs, data, gold, None, spec.label_column)
     out = write_table(labeled, spec.out)
     _log(spec, report, inputs={}, output=None)

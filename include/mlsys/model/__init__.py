@@ -12,6 +12,10 @@ Imports no other mlsys package: every stage package may use it.
 
 from mlsys.model.featurizer import HashingFeaturizer
 from mlsys.model.loss import noise_aware_loss
-from mlsys.model.text_classifier import TextClassifier, TextClassifierConfig, predict_proba
+from mlsys.model.text_classifier import (
+    TextClassifier,
+    TextClassifierConfig,
+    predict_proba,
+)
 
 __all__ = ["HashingFeaturizer", "TextClassifier", "TextClassifierConfig", "noise_aware_loss", "predict_proba"]

@@ -22,6 +22,8 @@ from typing import Sequence
 
 import torch
 
+from mlsys.spec import require
+
 TOKEN = re.compile(r"[a-z0-9']+")
 CHAR_PREFIX = "#"  # hashed before every character n-gram
 MAX_CHAR_NGRAM = 16
@@ -36,9 +38,8 @@ def valid_char_ngrams(sizes: Sequence[int]) -> bool:
 def check_char_ngrams(owner: str, value: Sequence[int]) -> tuple[int, ...]:
     """``value`` as a tuple of sizes, or a ValueError naming ``owner``'s field, the value and the fix."""
     sizes = tuple(value)  # a logged config gives a JSON list
-    if not valid_char_ngrams(sizes):
-        raise ValueError(f"{owner}.char_ngrams={value!r} is invalid: give increasing sizes between 1 and "
-                         f"{MAX_CHAR_NGRAM}, e.g. (2, 3), or () for none")
+    require(valid_char_ngrams(sizes), owner, "char_ngrams", value,
+            f"give increasing sizes between 1 and {MAX_CHAR_NGRAM}, e.g. (2, 3), or () for none")
     return sizes
 
 
@@ -52,7 +53,7 @@ class HashingFeaturizer:
 
     def __post_init__(self):
         if self.num_buckets < 2:
-            raise ValueError(f"HashingFeaturizer.num_buckets={self.num_buckets} is invalid: use at least 2 buckets")
+            require(False, "HashingFeaturizer", "num_buckets", self.num_buckets, "use at least 2 buckets")
         object.__setattr__(self, "char_ngrams", check_char_ngrams("HashingFeaturizer", self.char_ngrams))
 
     def token_ids(self, text: str) -> list[int]:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlsys.spec import require
+
 if TYPE_CHECKING:
     from mlsys.model.featurizer import HashingFeaturizer
 
@@ -38,14 +40,11 @@ class TextClassifierConfig:
 
     def __post_init__(self):
         for name in ("num_buckets", "dim", "num_classes"):
-            if getattr(self, name) < 2:
-                raise ValueError(f"TextClassifierConfig.{name}={getattr(self, name)} is invalid: must be >= 2")
-        if self.depth < 0:
-            raise ValueError(f"TextClassifierConfig.depth={self.depth} is invalid: must be >= 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"TextClassifierConfig.dropout={self.dropout} is invalid: use a value in [0, 1)")
-        if not self.embed_init_std > 0:
-            raise ValueError(f"TextClassifierConfig.embed_init_std={self.embed_init_std} is invalid: use a positive std")
+            require(getattr(self, name) >= 2, "TextClassifierConfig", name, getattr(self, name), "use 2 or more")
+        require(self.depth >= 0, "TextClassifierConfig", "depth", self.depth, "use 0 or more blocks")
+        require(0.0 <= self.dropout < 1.0, "TextClassifierConfig", "dropout", self.dropout, "use a value in [0, 1)")
+        require(self.embed_init_std > 0, "TextClassifierConfig", "embed_init_std", self.embed_init_std,
+                "use a positive std")
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from mlsys.model.featurizer import CHAR_PREFIX, check_char_ngrams
+from mlsys.spec import require
 
 MAX_LEN = 64  # tokens up to this many bytes are hashed with tables; longer ones with zlib
 _POLY = np.uint32(0xEDB88320)
@@ -129,7 +130,7 @@ class VectorFeaturizer:
 
     def __init__(self, num_buckets: int = 1 << 15, bigrams: bool = True, char_ngrams: Sequence[int] = ()):
         if num_buckets < 2:
-            raise ValueError(f"VectorFeaturizer.num_buckets={num_buckets} is invalid: use at least 2 buckets")
+            require(False, "VectorFeaturizer", "num_buckets", num_buckets, "use at least 2 buckets")
         sizes = check_char_ngrams("VectorFeaturizer", char_ngrams)  # the same sizes HashingFeaturizer takes
         self.num_buckets = num_buckets
         self.bigrams = bigrams

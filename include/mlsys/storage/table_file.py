@@ -1,4 +1,5 @@
-"""CSV and Parquet files for ``mlsys label --data PATH --out PATH``: read with clear errors, write atomically."""
+"""CSV and Parquet files given by path (``mlsys stats/validate --data``, ``mlsys label --data/--gold/--out``):
+read with clear errors, written atomically."""
 
 from __future__ import annotations
 
@@ -11,36 +12,60 @@ from mlsys.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def read_table(path: str, id_column: str, what: str) -> "pd.DataFrame":
-    """A CSV file, a Parquet file or a folder of Parquet files; ids read as strings."""
-    import pandas as pd
     import pyarrow as pa
+
+
+CSV_SUFFIXES = (".csv", ".txt", ".tsv", ".gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def read_table(path: str | Path, what: str = "data file", string_columns: tuple[str, ...] = ()) -> "pa.Table":
+    """A CSV file, a Parquet file or a folder of Parquet files as an Arrow table, or a DataError naming the problem.
+
+    CSV: a header row, UTF-8, quoted fields may hold newlines, empty cells are missing values (as in
+    pandas.read_csv); ``string_columns`` are read as text whatever they look like (ids).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
 
     p = Path(path)
     if not p.exists():
-        raise DataError(f"{what} {path!r} does not exist; give a CSV or Parquet file (or a Parquet folder)")
-    if p.is_dir() or p.suffix.lower() in (".parquet", ".pq"):
-        try:
-            df = pd.read_parquet(p)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{what} {path!r} is not readable Parquet ({exc})") from exc
-    elif p.suffix.lower() in (".csv", ".txt", ".tsv"):
-        try:
-            df = pd.read_csv(p, dtype={id_column: str}, encoding="utf-8", sep="\t" if p.suffix.lower() == ".tsv" else ",")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{what} {path!r} is not UTF-8 text ({_utf8_error(p)}); re-encode the file as UTF-8") from exc
-        except pd.errors.EmptyDataError as exc:
-            raise DataError(f"{what} {path!r} is empty; expected a header row") from exc
-        except pd.errors.ParserError as exc:
-            raise DataError(f"{what} {path!r}: malformed CSV ({exc}); fix or remove the row") from exc
-    else:
-        raise DataError(f"{what} {path!r}: unknown file type {p.suffix!r}; use .csv or .parquet")
+        raise DataError(f"{what} {str(path)!r} does not exist (file not found); give a CSV or Parquet file "
+                        "(or a folder of Parquet files)")
+    suffix = p.suffix.lower()
+    if not p.is_dir() and suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        raise DataError(f"{what} {str(path)!r}: unknown format {suffix!r}; use .csv or .parquet")
+    if p.is_file() and p.stat().st_size == 0:
+        raise DataError(f"{what} {str(path)!r} is empty (0 bytes); it needs a header row and at least one data row")
+    try:
+        if p.is_dir() or suffix in PARQUET_SUFFIXES:
+            table = pq.read_table(p)
+        else:
+            table = pcsv.read_csv(
+                p, parse_options=pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True),
+                convert_options=pcsv.ConvertOptions(strings_can_be_null=True,
+                                                    column_types={c: pa.string() for c in string_columns}))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
+        if p.is_file() and ("UTF8" in str(exc) or isinstance(exc, UnicodeDecodeError)):
+            raise DataError(f"{what} {str(path)!r} is not UTF-8 text ({_utf8_error(p)}); re-encode the file as UTF-8") from exc
+        kind = "parquet" if p.is_dir() or suffix in PARQUET_SUFFIXES else "csv"
+        raise DataError(f"{what} {str(path)!r} could not be read as {kind}: {exc}") from exc
+    if p.is_file() and suffix in CSV_SUFFIXES and any(pa.types.is_binary(t) for t in table.schema.types):
+        # Arrow reads a column with bytes that are not UTF-8 as binary rather than failing
+        raise DataError(f"{what} {str(path)!r} is not UTF-8 text ({_utf8_error(p)}); re-encode the file as UTF-8")
+    if table.num_columns == 0:
+        raise DataError(f"{what} {str(path)!r} has no columns; it needs a header row")
+    if table.num_rows == 0:
+        raise DataError(f"{what} {str(path)!r} has a header but no rows")
+    return table
+
+
+def read_frame(path: str | Path, id_column: str, what: str) -> "pd.DataFrame":
+    """``read_table`` as a DataFrame, with ids as strings."""
+    df = read_table(path, what, string_columns=(id_column,)).to_pandas()
     if id_column in df.columns:
         df[id_column] = df[id_column].astype(str)
-    if df.empty:
-        raise DataError(f"{what} {path!r} has no rows")
     return df
 
 

@@ -8,8 +8,5 @@
     sharp/      SHARP: many models' shards scheduled over the devices
 
 The models themselves live in ``mlsys.model``; engines import torch alone.
+Importing this package costs nothing: specs load without torch.
 """
-
-from mlsys.training.trainer import TrainConfig, train
-
-__all__ = ["TrainConfig", "train"]

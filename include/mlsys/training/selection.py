@@ -26,29 +26,36 @@ from typing import Any
 
 from mlsys.errors import SpecError
 from mlsys.spec import require
+from mlsys.training.stage import TrainSpec
 
 # key -> (type, check, what a good value is)
 KEYS: dict[str, tuple[type, Any, str]] = {
-    "lr": (float, lambda v: v > 0, "a positive learning rate"),
-    "dim": (int, lambda v: v >= 2, "an integer width >= 2"),
-    "depth": (int, lambda v: 0 <= v <= 64, "an integer number of blocks in [0, 64]"),
-    "dropout": (float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)"),
-    "batch_size": (int, lambda v: v >= 1, "an integer batch size >= 1"),
-    "epochs": (int, lambda v: 1 <= v <= 1000, "an integer number of epochs in [1, 1000]"),
-    "optimizer": (str, lambda v: v in ("adam", "sgd"), "'adam' or 'sgd'"),
+    "lr": (float, lambda v: v > 0, "use a positive learning rate"),
+    "dim": (int, lambda v: v >= 2, "use an integer width >= 2"),
+    "depth": (int, lambda v: 0 <= v <= 64, "use an integer number of blocks in [0, 64]"),
+    "dropout": (float, lambda v: 0 <= v < 1, "use a dropout rate in [0, 1)"),
+    "batch_size": (int, lambda v: v >= 1, "use an integer batch size >= 1"),
+    "epochs": (int, lambda v: 1 <= v <= 1000, "use an integer number of epochs in [1, 1000]"),
+    "optimizer": (str, lambda v: v in ("adam", "sgd"), "use 'adam' or 'sgd'"),
 }
-DEFAULTS = {"lr": 3e-3, "dim": 64, "depth": 2, "dropout": 0.1, "batch_size": 64, "epochs": 4, "optimizer": "adam"}
 METRICS = ("f1", "accuracy", "precision", "recall")
 
 
+def defaults() -> dict[str, Any]:
+    """A candidate's defaults: the train stage's (TrainSpec) and the model's (TextClassifierConfig), not copies."""
+    from mlsys.model.text_classifier import TextClassifierConfig
+
+    return {"lr": TrainSpec.lr, "dim": TrainSpec.dim, "depth": TrainSpec.depth, "dropout": TextClassifierConfig.dropout,
+            "batch_size": TrainSpec.batch_size, "epochs": TrainSpec.epochs, "optimizer": "adam"}
+
+
 def _check(key: str, value: Any, where: str) -> Any:
-    if key not in KEYS:
-        raise SpecError(f"{where}: unknown key {key!r}; a configuration may set {sorted(KEYS)}")
+    require(key in KEYS, "SelectionSpec", f"{where}.{key}", value, f"a configuration may set {sorted(KEYS)}")
     kind, ok, good = KEYS[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) or not ok(value):
-        raise SpecError(f"{where}: key {key!r} has the invalid value {value!r}: use {good}")
+    require(isinstance(value, kind) and not isinstance(value, bool) and ok(value), "SelectionSpec", f"{where}.{key}",
+            value, good)
     return value
 
 
@@ -58,26 +65,21 @@ def expand(grid: str | dict | list) -> list[dict[str, Any]]:
         try:
             grid = json.loads(grid)
         except json.JSONDecodeError as exc:
-            raise SpecError(f"SelectionSpec.grid is not valid JSON ({exc}): give a dict of lists or a list of dicts") from exc
+            raise SpecError(f"SelectionSpec.grid={grid!r} is invalid: it is not valid JSON ({exc}); give a dict of "
+                            "lists or a list of dicts") from exc
     if isinstance(grid, dict):
-        if not grid:
-            raise SpecError("SelectionSpec.grid={} is empty: give at least one key, e.g. {\"lr\": [0.003, 0.01]}")
+        require(bool(grid), "SelectionSpec", "grid", grid, 'give at least one key, e.g. {"lr": [0.003, 0.01]}')
         for key, values in grid.items():
-            if not isinstance(values, list) or not values:
-                raise SpecError(f"SelectionSpec.grid: key {key!r} needs a non-empty list of values, got {values!r}")
+            require(isinstance(values, list) and bool(values), "SelectionSpec", f"grid.{key}", values,
+                    "give a non-empty list of values")
         keys = list(grid)
         configs = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
-        where = "SelectionSpec.grid"
-    elif isinstance(grid, list) and grid and all(isinstance(c, dict) for c in grid):
-        configs, where = grid, "SelectionSpec.grid"
     else:
-        raise SpecError(f"SelectionSpec.grid={grid!r} is invalid: give a dict of lists (a grid) or a non-empty list "
-                        "of dicts (configurations)")
-    out = []
-    for i, config in enumerate(configs):
-        checked = {k: _check(k, v, f"{where} candidate {i}") for k, v in config.items()}
-        out.append({**DEFAULTS, **checked})
-    return out
+        require(isinstance(grid, list) and bool(grid) and all(isinstance(c, dict) for c in grid), "SelectionSpec",
+                "grid", grid, "give a dict of lists (a grid) or a non-empty list of dicts (configurations)")
+        configs = grid
+    base = defaults()
+    return [{**base, **{k: _check(k, v, f"grid[{i}]") for k, v in config.items()}} for i, config in enumerate(configs)]
 
 
 def candidate_name(i: int, config: dict) -> str:
@@ -91,7 +93,7 @@ class SelectionSpec:
     dataset_version: str = "validated"
     metric: str = "f1"  # validation metric the best candidate is chosen on
     val_fraction: float = 0.3  # share of the gold rows held out for validation
-    num_buckets: int = 1 << 14
+    num_buckets: int = TrainSpec.num_buckets
     seed: int = 0
     workers: int = 2  # SHARP worker processes: devices of this node
     device: str = "cpu"  # cpu | cuda (workers take cuda:0 .. cuda:W-1)
@@ -182,16 +184,15 @@ def run(spec: SelectionSpec) -> SelectionResult:
     import numpy as np
     import torch
 
-    from mlsys.errors import DataError
     from mlsys.datasets import LABELED, trainable
+    from mlsys.errors import DataError
+    from mlsys.model.featurizer import DEFAULT_CHAR_NGRAMS, HashingFeaturizer
+    from mlsys.model.pyfunc import log_model
+    from mlsys.model.text_classifier import TextClassifier, predict_proba
     from mlsys.registry.stage import classification_metrics
     from mlsys.storage import DatasetStore
     from mlsys.tracking import tracker
-    from mlsys.model.featurizer import DEFAULT_CHAR_NGRAMS, HashingFeaturizer
-    from mlsys.model.text_classifier import TextClassifier
     from mlsys.training.sharp.runner import Job, train_many
-    from mlsys.model.pyfunc import log_model
-    from mlsys.model.text_classifier import predict_proba
 
     candidates = spec.candidates
     store = DatasetStore(spec.storage_uri or None)

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlsys.errors import DataError, SpecError
 from mlsys.datasets import LABELED, trainable
+from mlsys.errors import DataError, SpecError
 from mlsys.spec import require
 from mlsys.storage import DatasetRef, DatasetStore
-
-STRATEGIES = ("single", "ddp", "pipeline")
+from mlsys.training.parallel import plan
 
 
 @dataclass(frozen=True)
@@ -65,47 +64,18 @@ class TrainSpec:
         require(all(p.isdigit() for p in sizes) and valid_char_ngrams([int(p) for p in sizes]), "TrainSpec",
                 "char_ngrams", self.char_ngrams, f"give increasing sizes between 1 and {MAX_CHAR_NGRAM} separated by commas, "
                 "e.g. '2,3', or '' for none")
-        require(self.strategy in STRATEGIES, "TrainSpec", "strategy", self.strategy, f"use one of {list(STRATEGIES)}")
-        require(self.device in ("cpu", "cuda"), "TrainSpec", "device", self.device, "use 'cpu' or 'cuda'")
-        require(self.nproc >= 1, "TrainSpec", "nproc", self.nproc, "use at least 1 process")
-        require(self.checkpoint_every >= 0, "TrainSpec", "checkpoint_every", self.checkpoint_every,
-                "use 0 (no checkpoints) or a positive number of steps")
         require(all(c.isalnum() or c in "-_." for c in self.checkpoint_key), "TrainSpec", "checkpoint_key",
                 self.checkpoint_key, "use letters, digits, '-', '_' and '.' only")
-        if self.strategy == "ddp":
-            require(self.batch_size >= self.nproc, "TrainSpec", "batch_size", self.batch_size,
-                    f"DDP needs at least one row per process: use a batch of at least nproc={self.nproc}")
+        plan.check_job("TrainSpec", strategy=self.strategy, strategies=plan.STRATEGIES, device=self.device,
+                       nproc=self.nproc, batch_size=self.batch_size, checkpoint_every=self.checkpoint_every)
         if self.strategy != "pipeline":
             return
-        layers = self.depth + 2  # embedding, blocks, head
-        require(self.replicas >= 1 and self.nproc % self.replicas == 0, "TrainSpec", "replicas", self.replicas,
-                f"use a divisor of nproc={self.nproc}: nproc = stages x replicas")
-        stages = self.nproc // self.replicas
-        require(stages >= 2, "TrainSpec", "nproc", self.nproc,
-                f"a pipeline needs at least 2 stages: nproc / replicas = {stages}")
-        require(stages <= layers, "TrainSpec", "nproc", self.nproc,
-                f"the model has {layers} layers (depth + 2) and cannot be split into {stages} stages: "
-                f"use at most {layers} stages or a larger depth")
-        require(self.batch_size % self.replicas == 0, "TrainSpec", "batch_size", self.batch_size,
-                f"use a multiple of replicas={self.replicas}")
-        require(self.schedule in ("gpipe", "1f1b"), "TrainSpec", "schedule", self.schedule, "use 'gpipe' or '1f1b'")
-        rows = self.batch_size // self.replicas  # per copy of the pipeline
-        require(1 <= self.microbatches <= rows, "TrainSpec", "microbatches", self.microbatches,
-                f"use between 1 and {rows} micro-batches (batch_size={self.batch_size} / replicas={self.replicas})")
-        require(rows % self.microbatches == 0, "TrainSpec", "batch_size", self.batch_size,
-                f"use a multiple of microbatches x replicas={self.microbatches * self.replicas} (equal micro-batches)")
-        if self.schedule == "1f1b":
-            require(self.microbatches >= stages, "TrainSpec", "microbatches", self.microbatches,
-                    f"1F1B needs at least as many micro-batches as stages ({stages})")
-        if self.balance:
-            parts = _parts(self.balance)
-            require(all(p.isdigit() and int(p) >= 1 for p in parts), "TrainSpec", "balance", self.balance,
-                    "give positive layer counts separated by commas, e.g. '2,2'")
-            counts = [int(p) for p in parts]
-            require(len(counts) == stages, "TrainSpec", "balance", self.balance,
-                    f"give one count per stage ({stages} stages)")
-            require(sum(counts) == layers, "TrainSpec", "balance", self.balance,
-                    f"the counts sum to {sum(counts)} but the model has {layers} layers (depth + 2): make them sum to {layers}")
+        parts = _parts(self.balance)
+        require(all(p.isdigit() and int(p) >= 1 for p in parts), "TrainSpec", "balance", self.balance,
+                "give positive layer counts separated by commas, e.g. '2,2'")
+        plan.check_pipeline("TrainSpec", nproc=self.nproc, replicas=self.replicas, depth=self.depth,
+                            batch_size=self.batch_size, microbatches=self.microbatches, schedule=self.schedule,
+                            balance=self.balance_counts, balance_value=self.balance)
 
     @property
     def char_ngram_sizes(self) -> tuple[int, ...]:
@@ -140,9 +110,9 @@ def run(spec: TrainSpec) -> TrainResult:
     import numpy as np
     import torch
 
-    from mlsys.tracking import tracker
     from mlsys.model import HashingFeaturizer, TextClassifier, TextClassifierConfig
     from mlsys.model.pyfunc import log_model
+    from mlsys.tracking import tracker
     from mlsys.training.trainer import TrainConfig, train
 
     store = DatasetStore(spec.storage_uri or None)
@@ -186,11 +156,9 @@ def run(spec: TrainSpec) -> TrainResult:
 
 
 def _job_config(spec: TrainSpec, mcfg, checkpoint_uri: str):
-    from mlsys.training.parallel.job import JobConfig, available_devices
+    from mlsys.training.parallel.job import JobConfig
 
-    devices = available_devices(spec.device)
-    require(spec.nproc <= devices, "TrainSpec", "nproc", spec.nproc,
-            f"only {devices} {spec.device} device(s) here: use nproc <= {devices}")
+    plan.check_devices("TrainSpec", spec.device, spec.nproc)
     try:
         return JobConfig(model=mcfg.to_json(), strategy=spec.strategy, nproc=spec.nproc, epochs=spec.epochs,
                          batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed, microbatches=spec.microbatches,

@@ -15,6 +15,7 @@ from torch import nn
 
 from mlsys.model.featurizer import HashingFeaturizer
 from mlsys.model.loss import noise_aware_loss
+from mlsys.spec import require
 
 MetricsCallback = Callable[[dict, int], None]
 
@@ -29,14 +30,10 @@ class TrainConfig:
     log_every: int = 10  # steps between per-step metric callbacks
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"TrainConfig.epochs={self.epochs} is invalid: use at least 1 epoch")
-        if self.batch_size < 1:
-            raise ValueError(f"TrainConfig.batch_size={self.batch_size} is invalid: use at least 1")
-        if self.log_every < 1:
-            raise ValueError(f"TrainConfig.log_every={self.log_every} is invalid: use 1 or more steps")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr={self.lr} is invalid: use a positive learning rate")
+        require(self.epochs >= 1, "TrainConfig", "epochs", self.epochs, "use at least 1 epoch")
+        require(self.batch_size >= 1, "TrainConfig", "batch_size", self.batch_size, "use at least 1")
+        require(self.log_every >= 1, "TrainConfig", "log_every", self.log_every, "use 1 or more steps")
+        require(self.lr > 0, "TrainConfig", "lr", self.lr, "use a positive learning rate")
 
 
 def train(

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from mlsys.storage.table_file import read_table
+
 
 def add_stats_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="CSV or Parquet file")
@@ -44,7 +46,7 @@ def stats(args: argparse.Namespace) -> int:
     from mlsys.validation import statistics
 
     try:
-        stats = statistics.compute(statistics.read_table(args.data))
+        stats = statistics.compute(read_table(args.data))
     except MlsysError as exc:
         return _fail("stats", exc)
     if args.out:
@@ -75,7 +77,7 @@ def _infer(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise SpecError(f"{out} exists; a schema changes by accepted versions (mlsys schema accept), "
                         "or pass --force to start over")
-    stats = statistics.compute(statistics.read_table(args.data))
+    stats = statistics.compute(read_table(args.data))
     schema = infer(stats, args.dataset or Path(args.data).stem.replace(" ", "_"), label=args.label)
     schema.save(out)
     print(schema.to_yaml())

@@ -30,10 +30,11 @@ from typing import Any
 from mlsys.errors import ValidationFailed
 from mlsys.spec import require
 from mlsys.storage import DatasetRef, DatasetStore
+from mlsys.storage.table_file import read_table
 from mlsys.validation import anomalies as anom
 from mlsys.validation import quarantine, statistics
-from mlsys.validation.gx import check
 from mlsys.validation.evolution import SchemaRegistry, propose_update
+from mlsys.validation.gx import check
 from mlsys.validation.schema import ENVIRONMENTS, Schema
 
 __all__ = ["ValidateResult", "ValidateSpec", "check", "run"]
@@ -100,7 +101,7 @@ def _baseline(spec: ValidateSpec, store: DatasetStore, ref: DatasetRef, schema: 
     if spec.baseline == "none" or not any(rule.get(kind) is not None for rule in schema.columns.values()):
         return None, None  # nothing to compare
     if spec.baseline:
-        return statistics.read_table(spec.baseline).to_pandas(), spec.baseline
+        return read_table(spec.baseline).to_pandas(), spec.baseline
     if spec.data:
         return None, None
     try:
@@ -129,7 +130,7 @@ def run(spec: ValidateSpec) -> ValidateResult:
     accepted = registry.accept() if spec.accept_schema_update and registry.pending() else None
     schema = registry.current()
     if spec.data:
-        table = statistics.read_table(spec.data)
+        table = read_table(spec.data)
         name = schema.dataset
         ref = _file_ref(Path(spec.data), name, table.num_rows)
     else:

@@ -96,35 +96,6 @@ class DatasetStatistics:
         return pd.DataFrame(rows)
 
 
-def read_table(path: str | Path) -> "pa.Table":
-    """Read a CSV or Parquet file into an Arrow table; DataError on an unreadable or empty file."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} not found; pass a CSV or Parquet file")
-    if path.stat().st_size == 0:
-        raise DataError(f"data file {path} is empty (0 bytes); it needs a header row and at least one data row")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            table = pq.read_table(path)
-        elif suffix in (".csv", ".txt", ".gz"):
-            # Empty cells are missing values in every column, as in pandas.read_csv.
-            table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
-        else:
-            raise DataError(f"data file {path}: unknown format {suffix!r}; use .csv or .parquet")
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"data file {path} could not be read as {suffix.lstrip('.') or 'data'}: {exc}") from exc
-    if table.num_columns == 0:
-        raise DataError(f"data file {path} has no columns; it needs a header row")
-    if table.num_rows == 0:
-        raise DataError(f"data file {path} has a header but no rows")
-    return table
-
-
 def to_arrow(data: "pd.DataFrame | pa.Table") -> "pa.Table":
     """An Arrow table from a DataFrame; a column of mixed Python types is a DataError naming it."""
     import pyarrow as pa

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsys.errors import DataError, SpecError
 from mlsys.datasets import PREDICTIONS, TEST, UNLABELED
+from mlsys.errors import DataError, SpecError
 from mlsys.ingest.stage import IngestSpec
-from mlsys.serving.batch.stage import BatchSpec, run
 from mlsys.ingest.stage import run as ingest
 from mlsys.labeling.stage import LabelSpec
 from mlsys.labeling.stage import run as label
 from mlsys.registry.stage import EvaluateSpec
 from mlsys.registry.stage import run as evaluate
+from mlsys.serving.batch.stage import BatchSpec, run
 from mlsys.storage import DatasetStore
 from mlsys.tracking import RunContext, stage_run
 from mlsys.training.stage import TrainSpec
@@ -157,7 +157,13 @@ def test_an_empty_input_gives_an_empty_predictions_version(env):
 
 def test_shards_merge_into_the_same_version_as_one_run(env):
     from mlsys.datasets import PREDICTION_SHARDS
-    from mlsys.serving.batch.stage import MergeSpec, ShardSpec, plan, run_merge, run_shard
+    from mlsys.serving.batch.stage import (
+        MergeSpec,
+        ShardSpec,
+        plan,
+        run_merge,
+        run_shard,
+    )
 
     whole = run(BatchSpec(batch_rows=100))
     shards = plan(BatchSpec(batch_rows=100), 3)
@@ -178,7 +184,13 @@ def test_shards_merge_into_the_same_version_as_one_run(env):
 
 
 def test_merge_refuses_shards_out_of_order(env):
-    from mlsys.serving.batch.stage import MergeSpec, ShardSpec, plan, run_merge, run_shard
+    from mlsys.serving.batch.stage import (
+        MergeSpec,
+        ShardSpec,
+        plan,
+        run_merge,
+        run_shard,
+    )
 
     parts = [run_shard(ShardSpec(batch_rows=500, **s)) for s in plan(BatchSpec(batch_rows=500), 2)]
     with pytest.raises(DataError, match=r"MergeSpec\.shards: predictions_shards@\w+ is \(shard, num_shards"):

@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mlsys.bench.serve import free_port, stop
+from mlsys.bench.harness import free_port
+from mlsys.bench.serve import stop
 
 SERVE_MODEL = "spam-serve-test"
 

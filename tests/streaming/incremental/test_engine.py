@@ -2,12 +2,12 @@ import pytest
 import torch
 from torch import nn
 
+from mlsys.model.cnn import build_cnn
 from mlsys.streaming.incremental.config import EngineConfig
 from mlsys.streaming.incremental.engine import FrameSizeError, IncrementalEngine
 from mlsys.streaming.incremental.propagation import UnsupportedLayerError
 from mlsys.streaming.incremental.region import detect_changes
 from mlsys.streaming.incremental.synthetic import synthetic_frames
-from mlsys.model.cnn import build_cnn
 
 SIZE = 64
 

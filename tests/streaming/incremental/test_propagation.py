@@ -2,7 +2,12 @@ import pytest
 import torch
 from torch import fx, nn
 
-from mlsys.streaming.incremental.propagation import FullRule, PointwiseRule, WindowRule, rule_for
+from mlsys.streaming.incremental.propagation import (
+    FullRule,
+    PointwiseRule,
+    WindowRule,
+    rule_for,
+)
 from mlsys.streaming.incremental.region import Box
 
 

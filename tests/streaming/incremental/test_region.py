@@ -1,6 +1,12 @@
 import torch
 
-from mlsys.streaming.incremental.region import Box, detect_changes, merge_boxes, tile_boxes, union_area
+from mlsys.streaming.incremental.region import (
+    Box,
+    detect_changes,
+    merge_boxes,
+    tile_boxes,
+    union_area,
+)
 
 
 def test_box_geometry():

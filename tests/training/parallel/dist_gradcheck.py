@@ -14,11 +14,11 @@ import json
 import torch
 import torch.distributed as dist
 
-from mlsys.training.parallel.ddp import DDPStrategy
 from mlsys.model.featurizer import HashingFeaturizer
-from mlsys.training.parallel.launcher import rank_errors
 from mlsys.model.loss import noise_aware_loss, pack_target
 from mlsys.model.text_classifier import TextClassifier, TextClassifierConfig
+from mlsys.training.parallel.ddp import DDPStrategy
+from mlsys.training.parallel.launcher import rank_errors
 from mlsys.training.parallel.pipeline import PipelineDDPStrategy, PipelineStrategy
 
 TEXTS = ["buy cheap pills now", "i love this song", "free money click here", "great voice", "subscribe to my channel",

@@ -106,9 +106,10 @@ def test_ddp_job_trains_and_reports(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"strategy": "pipeline", "balance": (2, 1)}, r"balance=\[2, 1\] sums to 3, but the model has 4 layers"),
-    ({"strategy": "pipeline", "microbatches": 32}, r"microbatches=32 is larger than the batch of 16 rows"),
-    ({"strategy": "pipeline", "nproc": 5}, r"stages=5 is more than the model's 4 layers"),
+    ({"strategy": "pipeline", "balance": (2, 1)}, r"JobConfig\.balance=\(2, 1\) is invalid: the counts sum to 3 but the model has 4"),
+    ({"strategy": "pipeline", "microbatches": 32}, r"JobConfig\.microbatches=32 is invalid: use between 1 and 16 micro-batches"),
+    ({"strategy": "pipeline", "nproc": 5}, r"JobConfig\.nproc=5 is invalid: the model has 4 layers \(depth \+ 2\) and cannot be split into 5"),
+    ({"strategy": "single"}, r"JobConfig\.strategy='single' is invalid: use one of \['ddp', 'pipeline'\]"),
     ({"strategy": "ddp", "nproc": 3}, r"JobConfig.nproc=3 is invalid: only 2 cpu device\(s\) here"),
     ({"strategy": "gossip"}, r"JobConfig.strategy='gossip' is invalid"),
 ])

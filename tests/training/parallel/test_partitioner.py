@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from mlsys.training.parallel import partitioner
 from mlsys.model.cnn import build_cnn
 from mlsys.model.featurizer import HashingFeaturizer
 from mlsys.model.text_classifier import TextClassifier, TextClassifierConfig
+from mlsys.training.parallel import partitioner
 
 
 def test_text_classifier_layers_compute_the_model():

@@ -10,7 +10,6 @@ from mlsys.bench.sharp import jobs
 from mlsys.training.sharp.runner import Job, train_many, train_sequential
 from mlsys.training.spill.spiller import train_resident
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/training/conftest.py
 
 

@@ -6,7 +6,13 @@ import random
 
 import pytest
 
-from mlsys.training.sharp.scheduler import Scheduler, Task, idle_fraction, sequential_time, simulate
+from mlsys.training.sharp.scheduler import (
+    Scheduler,
+    Task,
+    idle_fraction,
+    sequential_time,
+    simulate,
+)
 
 
 def _tasks(seed: int, n: int) -> list[Task]:

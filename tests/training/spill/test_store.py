@@ -11,7 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from mlsys.training.spill.store import HEADER, Layout, SpillStore, load_checkpoint, save_checkpoint, views
+from mlsys.training.spill.store import (
+    HEADER,
+    Layout,
+    SpillStore,
+    load_checkpoint,
+    save_checkpoint,
+    views,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Hashable
 
+from mlsys.spec import require
+
 
 class LRUCache:
     def __init__(self, capacity: int):
         if capacity < 0:
-            raise ValueError(f"LRUCache.capacity={capacity} is invalid: use 0 (off) or a positive entry count")
+            require(False, "LRUCache", "capacity", capacity, "use 0 (off) or a positive entry count")
         self.capacity = capacity
         self._data: OrderedDict[Hashable, Any] = OrderedDict()
         self.hits = 0

@@ -7,15 +7,12 @@ The presets each mode starts from are in ``presets``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from mlsys.spec import require
 
 MODES = ("exact", "approx")
 REGIONS = ("pixels", "boxes")
 
-
-def _require(ok: bool, field_name: str, value: Any, fix: str) -> None:
-    if not ok:
-        raise ValueError(f"EngineConfig.{field_name}={value!r} is invalid: {fix}")
 
 
 @dataclass(frozen=True)
@@ -46,26 +43,26 @@ class EngineConfig:
     on_unsupported: str = "error"  # or "fallback": recompute in full from that layer on
 
     def __post_init__(self) -> None:
-        _require(self.mode in MODES, "mode", self.mode, f"use one of {MODES}")
-        _require(self.regions in REGIONS, "regions", self.regions, f"use one of {REGIONS}")
-        _require(0 <= self.threshold < 1, "threshold", self.threshold, "use a value in [0, 1), e.g. 16/255")
-        _require(self.tile >= 1, "tile", self.tile, "use a tile side of at least 1 pixel, e.g. 16")
-        _require(self.min_pixels >= 1, "min_pixels", self.min_pixels, "use at least 1")
-        _require(0 < self.tau <= 1, "tau", self.tau, "use a share in (0, 1]; 1 means no truncation")
-        _require(self.refresh_every >= 0, "refresh_every", self.refresh_every, "use 0 (never) or a frame count")
-        _require(0 < self.refresh_share <= 1, "refresh_share", self.refresh_share, "use a share in (0, 1]")
-        _require(self.max_cost > 0, "max_cost", self.max_cost, "use a positive share of full FLOPs, e.g. 0.8")
-        _require(self.merge_slack >= 1, "merge_slack", self.merge_slack, "use a factor >= 1, e.g. 1.25")
-        _require(self.max_boxes >= 1, "max_boxes", self.max_boxes, "use at least 1")
-        _require(self.call_flops >= 0, "call_flops", self.call_flops, "use 0 or more FLOPs")
-        _require(self.flops_per_weight_byte >= 0, "flops_per_weight_byte", self.flops_per_weight_byte,
-                 "use 0 or more FLOPs per byte")
-        _require(self.parallel_flops >= 0, "parallel_flops", self.parallel_flops, "use 0 or more FLOPs")
-        _require(self.batch_frames >= 1, "batch_frames", self.batch_frames, "use at least 1 frame per batch")
-        _require(self.batch_frames == 1 or self.regions == "boxes", "batch_frames", self.batch_frames,
-                 "frames are batched by boxes: use regions='boxes' with it, or batch_frames=1")
-        _require(self.on_unsupported in ("error", "fallback"), "on_unsupported", self.on_unsupported,
-                 "use 'error' or 'fallback'")
+        require(self.mode in MODES, "EngineConfig", "mode", self.mode, f"use one of {MODES}")
+        require(self.regions in REGIONS, "EngineConfig", "regions", self.regions, f"use one of {REGIONS}")
+        require(0 <= self.threshold < 1, "EngineConfig", "threshold", self.threshold, "use a value in [0, 1), e.g. 16/255")
+        require(self.tile >= 1, "EngineConfig", "tile", self.tile, "use a tile side of at least 1 pixel, e.g. 16")
+        require(self.min_pixels >= 1, "EngineConfig", "min_pixels", self.min_pixels, "use at least 1")
+        require(0 < self.tau <= 1, "EngineConfig", "tau", self.tau, "use a share in (0, 1]; 1 means no truncation")
+        require(self.refresh_every >= 0, "EngineConfig", "refresh_every", self.refresh_every, "use 0 (never) or a frame count")
+        require(0 < self.refresh_share <= 1, "EngineConfig", "refresh_share", self.refresh_share, "use a share in (0, 1]")
+        require(self.max_cost > 0, "EngineConfig", "max_cost", self.max_cost, "use a positive share of full FLOPs, e.g. 0.8")
+        require(self.merge_slack >= 1, "EngineConfig", "merge_slack", self.merge_slack, "use a factor >= 1, e.g. 1.25")
+        require(self.max_boxes >= 1, "EngineConfig", "max_boxes", self.max_boxes, "use at least 1")
+        require(self.call_flops >= 0, "EngineConfig", "call_flops", self.call_flops, "use 0 or more FLOPs")
+        require(self.flops_per_weight_byte >= 0, "EngineConfig", "flops_per_weight_byte", self.flops_per_weight_byte,
+                "use 0 or more FLOPs per byte")
+        require(self.parallel_flops >= 0, "EngineConfig", "parallel_flops", self.parallel_flops, "use 0 or more FLOPs")
+        require(self.batch_frames >= 1, "EngineConfig", "batch_frames", self.batch_frames, "use at least 1 frame per batch")
+        require(self.batch_frames == 1 or self.regions == "boxes", "EngineConfig", "batch_frames", self.batch_frames,
+                "frames are batched by boxes: use regions='boxes' with it, or batch_frames=1")
+        require(self.on_unsupported in ("error", "fallback"), "EngineConfig", "on_unsupported", self.on_unsupported,
+                "use 'error' or 'fallback'")
 
     @property
     def effective_tau(self) -> float:

@@ -53,7 +53,9 @@ class _LocalFolder:
 
 def _store(uri: str):
     if uri.startswith("s3://"):
-        from mlsys.storage.backend import backend_for  # only S3 checkpoints need the mlsys storage layer
+        from mlsys.storage.backend import (
+            backend_for,  # only S3 checkpoints need the mlsys storage layer
+        )
 
         return backend_for(uri)
     return _LocalFolder(uri)

@@ -15,8 +15,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mlsys.training.parallel import partitioner
 from mlsys.model.loss import loss_share
+from mlsys.training.parallel import partitioner
 
 
 class DDPStrategy:

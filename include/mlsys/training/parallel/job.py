@@ -27,14 +27,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from mlsys.training.parallel import microbatch, partitioner
+from mlsys.model.loss import pack_target
+from mlsys.model.text_classifier import TextClassifier, TextClassifierConfig
+from mlsys.spec import require
+from mlsys.training.parallel import partitioner, plan
 from mlsys.training.parallel.affinity import pin_cpus
 from mlsys.training.parallel.checkpoint import Checkpointer, rng_state, set_rng_state
 from mlsys.training.parallel.launcher import emit, exit_with_parent, rank_errors
-from mlsys.model.loss import pack_target
-from mlsys.model.text_classifier import TextClassifier, TextClassifierConfig
-
-STRATEGIES = ("single", "ddp", "pipeline")
 
 
 @dataclass(frozen=True)
@@ -77,48 +76,18 @@ class JobConfig:
         return TextClassifierConfig(**self.model).depth + 2
 
 
-def available_devices(device: str) -> int:
-    """GPUs on this node for cuda; for cpu, MLSYS_CPU_DEVICES or the core count (one process per core)."""
-    if device == "cuda":
-        return torch.cuda.device_count()
-    return int(os.environ.get("MLSYS_CPU_DEVICES", os.cpu_count() or 1))
-
-
 def validate(cfg: JobConfig) -> None:
-    """Every error a job could hit at start, raised before any process is spawned."""
-    def bad(name, fix):
-        raise ValueError(f"JobConfig.{name}={getattr(cfg, name)!r} is invalid: {fix}")
-
-    if cfg.strategy not in STRATEGIES:
-        bad("strategy", f"use one of {list(STRATEGIES)}")
-    if cfg.device not in ("cpu", "cuda"):
-        bad("device", "use 'cpu' (gloo) or 'cuda' (NCCL)")
-    if cfg.nproc < 1:
-        bad("nproc", "use at least 1 process")
-    if cfg.checkpoint_every < 0:
-        bad("checkpoint_every", "use 0 (off) or a positive number of steps")
-    if cfg.checkpoint_every and not cfg.checkpoint_uri:
-        bad("checkpoint_uri", "give a folder or s3:// URI when checkpoint_every > 0")
-    TextClassifierConfig(**cfg.model)
+    """Every error a job could hit at start, raised before any process is spawned (the rules in ``plan``)."""
+    plan.check_job("JobConfig", strategy=cfg.strategy, strategies=plan.DISTRIBUTED, device=cfg.device,
+                   nproc=cfg.nproc, batch_size=cfg.batch_size, checkpoint_every=cfg.checkpoint_every)
+    require(not cfg.checkpoint_every or bool(cfg.checkpoint_uri), "JobConfig", "checkpoint_uri", cfg.checkpoint_uri,
+            "give a folder or s3:// URI when checkpoint_every > 0")
+    model = TextClassifierConfig(**cfg.model)
     if cfg.strategy == "pipeline":
-        if cfg.schedule not in ("gpipe", "1f1b"):
-            bad("schedule", "use 'gpipe' or '1f1b'")
-        if cfg.replicas < 1 or cfg.nproc % cfg.replicas:
-            bad("replicas", f"use a divisor of nproc={cfg.nproc} (nproc = stages x replicas)")
-        if cfg.stages < 2:
-            bad("nproc", f"a pipeline needs at least 2 stages: nproc / replicas = {cfg.stages}")
-        partitioner.check_stages(cfg.stages, cfg.num_layers)
-        if cfg.balance:
-            partitioner.check_balance(cfg.balance, cfg.num_layers, cfg.stages)
-        if cfg.batch_size % cfg.replicas:
-            bad("batch_size", f"use a multiple of replicas={cfg.replicas}")
-        microbatch.check(cfg.microbatches, cfg.batch_size // cfg.replicas)
-        if cfg.schedule == "1f1b" and cfg.microbatches < cfg.stages:
-            bad("microbatches", f"1F1B needs at least as many micro-batches as stages ({cfg.stages})")
-    if cfg.strategy == "ddp" and cfg.batch_size < cfg.nproc:
-        bad("batch_size", f"DDP needs at least one row per process ({cfg.nproc})")
-    if cfg.strategy != "single" and cfg.nproc > available_devices(cfg.device):
-        bad("nproc", f"only {available_devices(cfg.device)} {cfg.device} device(s) here: use at most that many")
+        plan.check_pipeline("JobConfig", nproc=cfg.nproc, replicas=cfg.replicas, depth=model.depth,
+                            batch_size=cfg.batch_size, microbatches=cfg.microbatches, schedule=cfg.schedule,
+                            balance=cfg.balance)
+    plan.check_devices("JobConfig", cfg.device, cfg.nproc)
 
 
 def _batches(cfg: JobConfig, rows: int, steps_per_epoch: int):
@@ -234,7 +203,10 @@ def _train(cfg: JobConfig, work: Path, device: torch.device, rank: int, world: i
         if done % cfg.log_every == 0 or done % steps_per_epoch == 0:
             metrics = {"train_loss_step": loss, "step_time_s": t1 - t0, "step_samples_per_s": real / (t1 - t0)}
             if pipelined:
-                from mlsys.training.parallel.pipeline import bubble_fraction, gather_timeline
+                from mlsys.training.parallel.pipeline import (
+                    bubble_fraction,
+                    gather_timeline,
+                )
 
                 timeline = gather_timeline(strategy, t0, t1)
                 if rank == 0:

@@ -16,7 +16,7 @@ optimizer state, plus the activations a micro-batch leaves for backward).
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -36,14 +36,21 @@ class Chain(nn.Module):
         return x
 
 
-def layers_of(model: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
-    """The model's layers in order; a ValueError (before anything is spawned) if it cannot be split."""
+def layers_of(model: nn.Module | Iterable[nn.Module]) -> list[nn.Module] | Iterator[nn.Module]:
+    """The model's layers in order; a ValueError (before anything is spawned) if it cannot be split.
+
+    Pipelines and spilling cut the same layers: an nn.Sequential or ModuleList, a list of layers, a module with
+    ``pipeline_layers()``, or a zoo CNN. A generator of layers is passed through as it is, so a spilled model
+    larger than RAM is built one layer at a time.
+    """
     if hasattr(model, "pipeline_layers"):
         layers = list(model.pipeline_layers())
     elif isinstance(model, (nn.Sequential, nn.ModuleList, list, tuple)):
         layers = list(model)
-    elif _cnn_body(model) is not None:
+    elif isinstance(model, nn.Module) and _cnn_body(model) is not None:
         layers = [*_cnn_body(model), model.pool, nn.Flatten(1), model.head]
+    elif isinstance(model, Iterator):
+        return model
     else:
         raise ValueError(
             f"model {type(model).__name__} cannot be split into pipeline stages: give an nn.Sequential, "

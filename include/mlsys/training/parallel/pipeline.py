@@ -35,8 +35,8 @@ from torch import nn
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 from torch.utils.checkpoint import checkpoint
 
-from mlsys.training.parallel import microbatch, partitioner
 from mlsys.model.loss import loss_share
+from mlsys.training.parallel import microbatch, partitioner
 
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
 

@@ -36,10 +36,13 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from mlsys.spec import require
+from mlsys.training.parallel.checkpoint import set_rng_state
+from mlsys.training.parallel.partitioner import layers_of
 from mlsys.training.sharp.scheduler import Scheduler, Slice, Task, idle_fraction
 from mlsys.training.spill.partitioner import OptimizerFactory
+from mlsys.training.spill.spiller import LossFn, Spiller, release
 from mlsys.training.spill.store import SpillStore
-from mlsys.training.spill.spiller import LossFn, Spiller, layers_of, release, set_rng_state
 
 PLAN = "plan.json"
 
@@ -65,11 +68,11 @@ class Job:
 
     def __post_init__(self):
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
-            raise ValueError(f"Job.name={self.name!r} is invalid: use letters, digits, '-', '_' and '.' only")
+            require(False, "Job", "name", self.name, "use letters, digits, '-', '_' and '.' only")
         if ":" not in self.builder:
-            raise ValueError(f"Job.builder={self.builder!r} is invalid: give 'package.module:function'")
+            require(False, "Job", "builder", self.builder, "give 'package.module:function'")
         if self.steps < 1:
-            raise ValueError(f"Job.name={self.name!r}: steps={self.steps} is invalid: use at least 1")
+            require(False, "Job", "steps", self.steps, f"use at least 1 (job {self.name!r})")
 
     def recipe(self) -> Recipe:
         module, func = self.builder.split(":")

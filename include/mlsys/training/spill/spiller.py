@@ -36,33 +36,19 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from mlsys.training.spill.partitioner import LayerCost, OptimizerFactory, make_optimizer, measure, partition
+from mlsys.training.parallel.checkpoint import rng_state, set_rng_state
+from mlsys.training.parallel.partitioner import layers_of
+from mlsys.training.spill.partitioner import (
+    LayerCost,
+    OptimizerFactory,
+    make_optimizer,
+    measure,
+    partition,
+)
 from mlsys.training.spill.store import SpillStore, return_freed_memory, views
 
 LossFn = Callable[..., torch.Tensor]  # loss_fn(output, *targets) -> scalar
 PAGE = 4096
-
-
-def layers_of(model: nn.Module | Iterable[nn.Module]) -> Iterable[nn.Module]:
-    """The layers of an nn.Sequential, a list of blocks, a generator of blocks, or a model with pipeline_layers()."""
-    if hasattr(model, "pipeline_layers"):
-        return list(model.pipeline_layers())
-    if isinstance(model, nn.Sequential | nn.ModuleList):
-        return list(model)
-    if isinstance(model, nn.Module):
-        raise TypeError(f"cannot spill {type(model).__name__}: give an nn.Sequential, a list of layers, "
-                        "or a module with pipeline_layers()")
-    return model
-
-
-def rng_state(device: torch.device) -> tuple:
-    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-
-
-def set_rng_state(state: tuple, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
 
 
 @dataclass
