@@ -25,7 +25,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from mlsys.orchestration import DEFAULT_ARGS, COMMENTS, LABELED, run_in_task
+from mlsys.orchestration import COMMENTS, DEFAULT_ARGS, LABELED, run_in_task
 
 
 @dag(

@@ -5,7 +5,9 @@
   does the same for a module fixture's own folder;
 - ``moto_server``: one real S3 endpoint (moto in server mode) for the whole session;
 - ``s3_root``: a fresh bucket on that endpoint, with the AWS environment pointing at it;
-- ``data_dir``: the shared data folder next to the repository.
+- ``data_dir``: the shared data folder next to the repository; ``youtube_dir`` (``YOUTUBE_DIR``): its YouTube comments;
+- ``prepared_home``: a module fixture's own home with the real YouTube data ingested, labeled (and validated).
+- ``segment_files``: small real video segments of one stream (streaming tests and ``bench krypton``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -26,6 +31,8 @@ from mlsys.bench.harness import free_port
 
 SEED = 1234
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+YOUTUBE_DIR = DATA_DIR / "youtube-spam"
 
 
 @pytest.fixture(autouse=True)
@@ -139,10 +146,89 @@ def s3_root(moto_server, monkeypatch) -> str:
     return f"s3://{bucket}/mlsys"
 
 
-@pytest.fixture
-def data_dir() -> Path:
-    """The shared data folder next to the repository (``../shared/data``)."""
-    path = REPO_ROOT.parent / "shared" / "data"
+def _shared(path: Path) -> Path:
     if not path.is_dir():
         pytest.fail(f"shared data folder {path} is missing: the tests that read real data need it")
     return path
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The shared data folder next to the repository (``../shared/data``)."""
+    return _shared(DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def youtube_dir() -> Path:
+    """The shipped YouTube spam comments (``../shared/data/youtube-spam``), one CSV per video."""
+    return _shared(YOUTUBE_DIR)
+
+
+@pytest.fixture(scope="session")
+def prepared_home(tmp_path_factory, youtube_dir):
+    """``prepare(name, ...)``: a context manager giving a fresh home with the real data ingested and labeled.
+
+    ``with prepare("train-home", validate=True, tracked=True) as env:`` makes ``tmp_path_factory.mktemp(name)``,
+    points ``$MLSYS_HOME`` (and ``$MLSYS_MODEL_NAME`` if ``model_name``) at it, and runs ingest (``gold_size``,
+    ``ingest_options`` for the other ``IngestSpec`` fields), label (``label_epochs``) and, with ``validate``,
+    validate. ``tracked`` runs every stage inside its own CLI-style MLflow run; a collection of stage names
+    (``{"label"}``) tracks only those. The environment points at the home until the ``with`` block ends, so a
+    module fixture that yields inside it keeps it for its tests; ``env.mp`` is that ``MonkeyPatch``.
+
+    ``env`` has ``home``, ``ingested``, ``labeled`` and ``validated`` (the stages' results; ``validated`` is
+    ``None`` without ``validate``), ``runs`` (stage name -> MLflow run id, for the tracked stages) and ``store``
+    (a ``DatasetStore`` on the home).
+    """
+
+    @contextmanager
+    def prepare(name: str, *, gold_size: int = 200, label_epochs: int = 50, validate: bool = False,
+                tracked: bool | Collection[str] = False, model_name: str | None = None,
+                **ingest_options) -> Iterator[SimpleNamespace]:
+        from mlsys.ingest.stage import IngestSpec
+        from mlsys.ingest.stage import run as ingest
+        from mlsys.labeling.stage import LabelSpec
+        from mlsys.labeling.stage import run as label
+        from mlsys.storage import DatasetStore
+        from mlsys.tracking import RunContext, stage_run
+        from mlsys.validation.stage import ValidateSpec
+        from mlsys.validation.stage import run as validate_stage
+
+        stages = ("ingest", "label", "validate")
+        tracked_stages = set(stages if tracked is True else tracked or ())
+        if not tracked_stages <= set(stages):
+            raise ValueError(f"tracked={tracked!r}: track some of {stages}")
+        runs: dict[str, str] = {}
+
+        def step(stage: str, fn):
+            if stage not in tracked_stages:
+                return fn()
+            with stage_run(RunContext.cli(stage)) as active:
+                result = fn()
+            runs[stage] = active.info.run_id
+            return result
+
+        home = tmp_path_factory.mktemp(name)
+        with pytest.MonkeyPatch.context() as mp:
+            _point_home(mp, home, model_name=model_name)
+            ingested = step("ingest", lambda: ingest(
+                IngestSpec(source=str(youtube_dir), gold_size=gold_size, **ingest_options)))
+            labeled = step("label", lambda: label(LabelSpec(epochs=label_epochs)))
+            validated = step("validate", lambda: validate_stage(ValidateSpec())) if validate else None
+            yield SimpleNamespace(home=home, mp=mp, ingested=ingested, labeled=labeled, validated=validated,
+                                  runs=runs, store=DatasetStore())
+
+    return prepare
+
+
+@pytest.fixture(scope="session")
+def segment_files(tmp_path_factory):
+    """Three consecutive 8-frame segments of one synthetic fixed-camera stream, plus a corrupt file."""
+    from mlsys.streaming.incremental.synthetic import synthetic_frames
+    from mlsys.streaming.video import write_video
+
+    folder = tmp_path_factory.mktemp("segments")
+    frames = synthetic_frames(24, 64, 0.05, speed=3, seed=7)
+    paths = [write_video(folder / f"part{i + 1}.mp4", frames[8 * i:8 * i + 8]) for i in range(3)]
+    junk = folder / "junk.mp4"
+    junk.write_bytes(b"\x00\x00\x00 ftypisom" + b"garbage" * 200)
+    return {"segments": paths, "corrupt": junk, "frames": frames}

@@ -52,15 +52,13 @@ def run_in_task(stage: str, params: dict[str, Any], **overrides: Any) -> dict[st
 
 def _video_segments() -> Asset:
     """Video segments of the stream $MLSYS_STREAM (default "camera"), watched by the triggerer, not a worker."""
-    import os
-
     from airflow.sdk import AssetWatcher
 
     from mlsys.settings import settings
     from mlsys.streaming.trigger import SegmentTrigger
 
-    trigger = SegmentTrigger(stream=os.environ.get("MLSYS_STREAM", "camera"), storage_uri=settings().storage_uri,
-                             poll_interval=float(os.environ.get("MLSYS_STREAM_POLL_S", "30")))
+    s = settings()
+    trigger = SegmentTrigger(stream=s.stream, storage_uri=s.storage_uri, poll_interval=s.stream_poll_s)
     return Asset(name="video_segments", uri="mlsys://streams/segments",
                  watchers=[AssetWatcher(name="video_segments_watcher", trigger=trigger)])
 

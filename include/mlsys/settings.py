@@ -11,6 +11,13 @@ folder, ``$MLSYS_HOME`` (default ``./.mlsys``):
 
 ``MLSYS_SERVE_URL`` (e.g. ``http://serve:8000``; empty by default) is the
 online server that the evaluate stage tells to reload after it moves ``champion``.
+
+Placement and engines: ``MLSYS_TRAIN_QUEUE`` (the Celery queue and pool of the
+train task; empty = the default queue), ``MLSYS_CPU_DEVICES`` (CPU "devices" a
+distributed job may use; default the core count), ``MLSYS_TORCHRUN_ARGS``
+(torchrun's rendezvous flags; default ``--standalone``), ``MLSYS_STREAM`` and
+``MLSYS_STREAM_POLL_S`` (the stream the segment watcher watches, and how often).
+This module imports the standard library alone: engines and DAG files read it.
 """
 
 from __future__ import annotations
@@ -36,6 +43,11 @@ class Settings:
     data_dir: Path
     model_name: str
     serve_url: str  # `mlsys serve` to POST /reload after a promotion; "" = none
+    train_queue: str  # Celery queue (and pool) of the train task; "" = the default queue
+    cpu_devices: int  # CPU processes a distributed job may start
+    torchrun_args: str  # torchrun's rendezvous flags; "" = --standalone
+    stream: str  # the stream the segment watcher watches
+    stream_poll_s: float  # seconds between the watcher's polls
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -49,6 +61,11 @@ class Settings:
             data_dir=Path(os.environ.get("MLSYS_DATA_DIR", REPO_ROOT.parent / "shared" / "data")),
             model_name=os.environ.get("MLSYS_MODEL_NAME", "youtube-spam-classifier"),
             serve_url=os.environ.get("MLSYS_SERVE_URL", "").strip().rstrip("/"),
+            train_queue=os.environ.get("MLSYS_TRAIN_QUEUE", "").strip(),
+            cpu_devices=int(os.environ.get("MLSYS_CPU_DEVICES", os.cpu_count() or 1)),
+            torchrun_args=os.environ.get("MLSYS_TORCHRUN_ARGS", ""),
+            stream=os.environ.get("MLSYS_STREAM", "camera"),
+            stream_poll_s=float(os.environ.get("MLSYS_STREAM_POLL_S", "30")),
         )
 
 

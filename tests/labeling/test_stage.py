@@ -12,34 +12,23 @@ import pytest
 
 from mlsys.datasets import GOLD, LABELED, TEST, UNLABELED
 from mlsys.errors import SpecError
-from mlsys.ingest.stage import IngestSpec
-from mlsys.ingest.stage import run as ingest
 from mlsys.labeling import youtube_lfs
 from mlsys.labeling.stage import LabelSpec, load_lfs, run
-from mlsys.storage import DatasetStore
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube-spam"
 EPOCHS = 50
 
 
 @pytest.fixture(scope="module")
-def labeled(tmp_path_factory, point_home):
+def labeled(prepared_home):
     """Ingest, then label inside a CLI-style MLflow run: done once for the module."""
     import mlflow
 
-    from mlsys.tracking import RunContext, stage_run
-
-    home = tmp_path_factory.mktemp("label-home")
-    with pytest.MonkeyPatch.context() as mp:
-        point_home(mp, home)
-        ingested = ingest(IngestSpec(source=str(DATA), gold_size=200))
-        with stage_run(RunContext.cli("label")) as active:
-            result = run(LabelSpec(epochs=EPOCHS))
-        store = DatasetStore()
+    with prepared_home("label-home", label_epochs=EPOCHS, tracked={"label"}) as env:
+        home, result, store = env.home, env.labeled, env.store
         tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
-        run_data = mlflow.MlflowClient(tracking_uri).get_run(active.info.run_id)
+        run_data = mlflow.MlflowClient(tracking_uri).get_run(env.runs["label"])
         yield SimpleNamespace(
-            home=home, tracking_uri=tracking_uri, ingested=ingested, result=result, store=store, run=run_data,
+            home=home, tracking_uri=tracking_uri, ingested=env.ingested, result=result, store=store, run=run_data,
             df=store.read(LABELED, result.labeled.version),
             unlabeled=store.read(UNLABELED), gold=store.read(GOLD),
         )
@@ -308,11 +297,12 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def files(mlsys_home, tmp_path):
+def files(mlsys_home, tmp_path, youtube_dir):
     """The Psy and Katy Perry CSVs as one data file, 60 of their rows as a gold file."""
     import pandas as pd
 
-    data = pd.concat([pd.read_csv(DATA / f"{v}.csv", dtype=str) for v in ("Youtube01-Psy", "Youtube02-KatyPerry")])
+    videos = ("Youtube01-Psy", "Youtube02-KatyPerry")
+    data = pd.concat([pd.read_csv(youtube_dir / f"{v}.csv", dtype=str) for v in videos])
     data = data.drop_duplicates("COMMENT_ID")
     gold = data.sample(60, random_state=0)[["COMMENT_ID", "label"]]
     paths = SimpleNamespace(data=tmp_path / "comments.csv", gold=tmp_path / "gold.csv", out=tmp_path / "out.parquet",

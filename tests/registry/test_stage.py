@@ -9,25 +9,17 @@ import sys
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from mlsys.datasets import CHALLENGER, CHAMPION
 from mlsys.errors import SpecError
-from mlsys.ingest.stage import IngestSpec
-from mlsys.ingest.stage import run as ingest
-from mlsys.labeling.stage import LabelSpec
-from mlsys.labeling.stage import run as label
 from mlsys.registry.stage import EvaluateSpec, classification_metrics, run
 from mlsys.tracking import RunContext, stage_run
 from mlsys.training.stage import TrainSpec
 from mlsys.training.stage import run as train
-from mlsys.validation.stage import ValidateSpec
-from mlsys.validation.stage import run as validate
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube-spam"
 MODEL = "spam-gate-test"
 
 
@@ -76,16 +68,11 @@ def test_serve_url_comes_from_the_param_or_the_environment_and_is_checked(monkey
 
 
 @pytest.fixture(scope="module")
-def gate(tmp_path_factory, point_home):
+def gate(prepared_home):
     """Three models from the real data, evaluated in order: a middling one, a worse one, a better one."""
     import mlflow
 
-    home = tmp_path_factory.mktemp("registry-home")
-    with pytest.MonkeyPatch.context() as mp:
-        point_home(mp, home, model_name=MODEL)
-        ingest(IngestSpec(source=str(DATA), gold_size=200))
-        label(LabelSpec(epochs=50))
-        validate(ValidateSpec())
+    with prepared_home("registry-home", validate=True, model_name=MODEL) as env:
         small = {"num_buckets": 1 << 12, "dim": 32}  # quick to train, good enough to rank
         specs = {
             "middling": TrainSpec(epochs=1, lr=3e-5, **small),  # test f1 about 0.7
@@ -99,8 +86,8 @@ def gate(tmp_path_factory, point_home):
             with stage_run(RunContext.cli("evaluate")) as active:
                 result = run(EvaluateSpec(model_uri=trained.model_uri))
             evaluated[name] = SimpleNamespace(trained=trained, result=result, run_id=active.info.run_id)
-        client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-        yield SimpleNamespace(home=home, client=client, **evaluated)
+        client = mlflow.MlflowClient(f"sqlite:///{env.home / 'mlflow.db'}")
+        yield SimpleNamespace(home=env.home, client=client, **evaluated)
 
 
 def _alias(client, alias: str) -> str:

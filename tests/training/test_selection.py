@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from mlsys.errors import SpecError
 from mlsys.training.selection import SelectionSpec, candidate_name, defaults, expand
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube-spam"
 
 
 def test_a_grid_is_the_cross_product_and_a_list_is_taken_as_given():
@@ -44,30 +41,17 @@ def test_bad_spec_fields():
 
 
 @pytest.fixture(scope="module")
-def selected(tmp_path_factory):
+def selected(prepared_home):
     """ingest -> label -> select (3 candidates, SHARP on 2 workers) -> evaluate."""
     import mlflow
 
-    from mlsys.ingest.stage import IngestSpec
-    from mlsys.ingest.stage import run as ingest
-    from mlsys.labeling.stage import LabelSpec
-    from mlsys.labeling.stage import run as label
     from mlsys.registry.stage import EvaluateSpec
     from mlsys.registry.stage import run as evaluate
     from mlsys.tracking import RunContext, stage_run
     from mlsys.training.selection import run
 
-    home = tmp_path_factory.mktemp("select-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLSYS_HOME", str(home))
-        for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
-            mp.delenv(var, raising=False)
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.setenv("MLSYS_MODEL_NAME", "select-test")
-        with stage_run(RunContext.cli("ingest")):
-            ingest(IngestSpec(source=str(DATA), gold_size=200))
-        with stage_run(RunContext.cli("label")):
-            labeled = label(LabelSpec(epochs=50)).labeled  # validation is another stage's test: the version is named
+    with prepared_home("select-home", tracked=True, model_name="select-test") as env:
+        labeled = env.labeled.labeled  # validation is another stage's test: the version is named
         grid = json.dumps([{"lr": 0.01, "dim": 128, "depth": 3, "epochs": 2, "batch_size": 256},
                            {"lr": 0.003, "dim": 16, "depth": 1, "epochs": 2, "batch_size": 256},
                            {"lr": 0.0001, "dim": 8, "depth": 0, "epochs": 1, "batch_size": 256, "optimizer": "sgd"}])
@@ -76,7 +60,7 @@ def selected(tmp_path_factory):
                                        budget_mb=30.0))
         with stage_run(RunContext.cli("evaluate")):
             gate = evaluate(EvaluateSpec(model_uri=result.model_uri))
-        client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+        client = mlflow.MlflowClient(f"sqlite:///{env.home / 'mlflow.db'}")
         yield result, gate, client, client.get_run(active.info.run_id)
 
 

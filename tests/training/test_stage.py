@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,42 +11,27 @@ import pytest
 
 from mlsys.datasets import LABELED
 from mlsys.errors import DataError, SpecError, StorageError
-from mlsys.ingest.stage import IngestSpec
-from mlsys.ingest.stage import run as ingest
-from mlsys.labeling.stage import LabelSpec
-from mlsys.labeling.stage import run as label
 from mlsys.model.pyfunc import MODEL_NAME_IN_RUN
 from mlsys.storage import DatasetStore
 from mlsys.tracking import RunContext, stage_run
 from mlsys.training.stage import TrainSpec, run
-from mlsys.validation.stage import ValidateSpec
-from mlsys.validation.stage import run as validate
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube-spam"
 EPOCHS = 2
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, point_home):
+def trained(prepared_home):
     """ingest -> label -> validate -> train, each in its own MLflow run: once for the module."""
     import mlflow
 
-    home = tmp_path_factory.mktemp("train-home")
-    with pytest.MonkeyPatch.context() as mp:
-        point_home(mp, home)
-        with stage_run(RunContext.cli("ingest")):
-            ingest(IngestSpec(source=str(DATA), gold_size=200))
-        with stage_run(RunContext.cli("label")):
-            labeled = label(LabelSpec(epochs=50))
-        with stage_run(RunContext.cli("validate")):
-            validate(ValidateSpec())
+    with prepared_home("train-home", validate=True, tracked=True) as env:
         with stage_run(RunContext.cli("train")) as active:
             result = run(TrainSpec(epochs=EPOCHS))
-        store = DatasetStore()
-        client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+        labeled = env.labeled.labeled
+        client = mlflow.MlflowClient(f"sqlite:///{env.home / 'mlflow.db'}")
         yield SimpleNamespace(
-            home=home, result=result, labeled=labeled.labeled, store=store, client=client,
-            run=client.get_run(active.info.run_id), df=store.read(LABELED, labeled.labeled.version),
+            home=env.home, result=result, labeled=labeled, store=env.store, client=client,
+            run=client.get_run(active.info.run_id), df=env.store.read(LABELED, labeled.version),
         )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,27 +10,18 @@ import pytest
 
 from mlsys.datasets import LABELED
 from mlsys.errors import SpecError, StorageError, ValidationFailed
-from mlsys.ingest.stage import IngestSpec
-from mlsys.ingest.stage import run as ingest
-from mlsys.labeling.stage import LabelSpec
-from mlsys.labeling.stage import run as label
 from mlsys.storage import DatasetStore
 from mlsys.validation.schema import Schema
 from mlsys.validation.stage import ValidateSpec, check, run
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "youtube-spam"
-
 
 @pytest.fixture(scope="module")
-def labeled(tmp_path_factory, point_home):
+def labeled(prepared_home):
     """Ingest and label the real data once; each test gets a fresh storage root seeded with it."""
-    home = tmp_path_factory.mktemp("validate-home")
-    with pytest.MonkeyPatch.context() as mp:
-        point_home(mp, home)
-        ingest(IngestSpec(source=str(DATA), gold_size=200))
-        result = label(LabelSpec(epochs=50))
-        df = DatasetStore().read(LABELED, result.labeled.version)
-    return SimpleNamespace(df=df, ref=result.labeled)
+    with prepared_home("validate-home") as env:
+        ref = env.labeled.labeled
+        df = env.store.read(LABELED, ref.version)
+    return SimpleNamespace(df=df, ref=ref)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from typing import Protocol
 from urllib.parse import urlparse
 
 from mlsys.errors import StorageError
+from mlsys.settings import settings
 
 
 class Backend(Protocol):
@@ -119,8 +120,7 @@ class S3Backend:
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.client = boto3.client("s3")
-        home = Path(os.environ.get("MLSYS_HOME", ".mlsys")).expanduser().resolve()
-        self.cache_dir = cache_dir or home / "cache" / "s3" / self.bucket
+        self.cache_dir = cache_dir or settings().home / "cache" / "s3" / self.bucket
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,41 +11,28 @@ import pytest
 
 from mlsys.datasets import PREDICTIONS, TEST, UNLABELED
 from mlsys.errors import DataError, SpecError
-from mlsys.ingest.stage import IngestSpec
-from mlsys.ingest.stage import run as ingest
-from mlsys.labeling.stage import LabelSpec
-from mlsys.labeling.stage import run as label
 from mlsys.registry.stage import EvaluateSpec
 from mlsys.registry.stage import run as evaluate
 from mlsys.serving.batch.stage import BatchSpec, run
-from mlsys.storage import DatasetStore
 from mlsys.tracking import RunContext, stage_run
 from mlsys.training.stage import TrainSpec
 from mlsys.training.stage import run as train
-from mlsys.validation.stage import ValidateSpec
-from mlsys.validation.stage import run as validate
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "youtube-spam"
 MODEL = "spam-batch-test"
 COLUMNS = ["id", "prediction", "proba_0", "proba_1", "model_version"]
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, point_home):
+def pipeline(prepared_home):
     """ingest -> label -> validate -> train -> evaluate (champion v1), then one batch run: once per module."""
-    home = tmp_path_factory.mktemp("batch-home")
-    with pytest.MonkeyPatch.context() as mp:
-        point_home(mp, home, model_name=MODEL)
-        ingested = ingest(IngestSpec(source=str(DATA), gold_size=200))
-        label(LabelSpec(epochs=50))
-        validate(ValidateSpec())
+    with prepared_home("batch-home", validate=True, model_name=MODEL) as env:
         with stage_run(RunContext.cli("train")):
             trained = train(TrainSpec(epochs=2, num_buckets=1 << 12, dim=32))
         evaluated = evaluate(EvaluateSpec(model_uri=trained.model_uri))
         with stage_run(RunContext.cli("batch")) as active:
             scored = run(BatchSpec())
-        yield SimpleNamespace(home=home, ingested=ingested, trained=trained, evaluated=evaluated,
-                              scored=scored, run_id=active.info.run_id, store=DatasetStore())
+        yield SimpleNamespace(home=env.home, ingested=env.ingested, trained=trained, evaluated=evaluated,
+                              scored=scored, run_id=active.info.run_id, store=env.store)
 
 
 @pytest.fixture

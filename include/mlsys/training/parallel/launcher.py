@@ -30,6 +30,8 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Sequence
 
+from mlsys.settings import settings
+
 ERROR_DIR_ENV = "MLSYS_RANK_ERROR_DIR"
 EVENT_PREFIX = "MLSYS_EVENT "  # rank 0 prints machine-readable lines: MLSYS_EVENT {json}
 
@@ -39,7 +41,7 @@ class LaunchError(RuntimeError):
 
 
 def torchrun_command(target: Sequence[str], nproc: int) -> list[str]:
-    extra = shlex.split(os.environ.get("MLSYS_TORCHRUN_ARGS", "")) or ["--standalone"]
+    extra = shlex.split(settings().torchrun_args) or ["--standalone"]
     return [sys.executable, "-m", "torch.distributed.run", *extra, "--nproc-per-node", str(nproc), *target]
 
 

@@ -11,9 +11,9 @@ starts. Every message names the owner's field, the bad value and the fix.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
+from mlsys.settings import settings
 from mlsys.spec import require
 
 DISTRIBUTED = ("ddp", "pipeline")  # what a torchrun job runs
@@ -28,7 +28,7 @@ def available_devices(device: str) -> int:
         import torch
 
         return torch.cuda.device_count()
-    return int(os.environ.get("MLSYS_CPU_DEVICES", os.cpu_count() or 1))
+    return settings().cpu_devices
 
 
 def check_job(owner: str, *, strategy: str, strategies: Sequence[str], device: str, nproc: int, batch_size: int,
