@@ -47,8 +47,8 @@ COMMANDS: dict[str, Command] = index((
     Command("bench", "mlsys.bench", "run a benchmark; its last line is one JSON object"),
     Command("demo", "mlsys.local", "run the whole nightly pipeline through Airflow on embedded defaults",
             configure="", run="demo"),
-    Command("up", "mlsys.local", "start the Airflow UI (standalone) and the MLflow UI on the embedded state",
-            configure="", run="up"),
+    Command("up", "mlsys.local", "start Airflow (standalone) and the MLflow UI on the embedded state; unpause the DAGs",
+            configure="add_up_arguments", run="up"),
 ))
 
 
