@@ -20,7 +20,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from mlsys.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, PREDICTIONS, run_in_task
+from mlsys.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, PREDICTIONS, form, run_in_task
 from mlsys.serving.batch.stage import BatchSpec
 
 
@@ -34,12 +34,10 @@ from mlsys.serving.batch.stage import BatchSpec
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
     params={
-        "dataset": Param(BatchSpec.dataset, type="string", description="Dataset to score (needs 'id' and 'text' columns)."),
-        "version": Param(BatchSpec.version, type="string", description="Dataset version: 'latest' or a version id."),
-        "model_version": Param(BatchSpec.model_version, type="string", description="Registered model alias or version number."),
-        "batch_rows": Param(BatchSpec.batch_rows, type="integer", minimum=1, description="Rows per record batch (read, scored and written together)."),
-        "num_shards": Param(1, type="integer", minimum=1, maximum=256, description="Shards mapped across workers; 1 scores in one task."),
-        "workers": Param(BatchSpec.workers, type="integer", minimum=0, description="Scoring threads per task; 0 = one per core."),
+        **form(BatchSpec, "dataset", "version", "model_version", "batch_rows"),
+        "num_shards": Param(1, type="integer", minimum=1, maximum=256,
+                            description="Shards mapped across workers; 1 scores in one task."),
+        **form(BatchSpec, "workers"),
     },
 )
 def mlsys_batch_inference():

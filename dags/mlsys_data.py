@@ -23,9 +23,12 @@ Every task logs a nested MLflow run; "View in MLflow" on a task opens it.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
-from mlsys.orchestration import COMMENTS, DEFAULT_ARGS, LABELED, run_in_task
+from mlsys.ingest.stage import IngestSpec
+from mlsys.labeling.stage import LabelSpec
+from mlsys.orchestration import COMMENTS, DEFAULT_ARGS, LABELED, form, run_in_task
+from mlsys.validation.stage import ValidateSpec
 
 
 @dag(
@@ -38,16 +41,11 @@ from mlsys.orchestration import COMMENTS, DEFAULT_ARGS, LABELED, run_in_task
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
     params={
-        "source": Param("", type="string", description="Folder of CSVs (or one CSV). Empty: $MLSYS_DATA_DIR/youtube-spam."),
-        "test_group": Param("Youtube05-Shakira", type="string", description="File (video) held out as the test split."),
-        "gold_size": Param(200, type="integer", minimum=10, description="Rows drawn as the expert gold set."),
-        "lfs": Param("mlsys.labeling.youtube_lfs", type="string", description="Importable module with a module-level LFS list."),
-        "epochs": Param(500, type="integer", minimum=1, description="LabelModel training epochs."),
-        "seed": Param(0, type="integer", description="Seed for sampling and the label model."),
-        "release_clean": Param(False, type="boolean", description="When the only errors are bad rows: quarantine "
-                               "them and release the clean remainder as a new validated version."),
-        "accept_schema_update": Param(False, type="boolean", description="Accept the pending proposed schema "
-                                      "update (see the validate run's proposed_schema.diff) before validating."),
+        **form(IngestSpec, "source", "test_group", "gold_size"),
+        **form(LabelSpec, "lfs", "epochs"),
+        **form(IngestSpec, "seed"),
+        **form(LabelSpec, "fault_tolerant"),
+        **form(ValidateSpec, "release_clean", "accept_schema_update"),
     },
 )
 def mlsys_data():

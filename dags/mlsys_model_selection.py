@@ -23,11 +23,9 @@ import json
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from mlsys.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, run_in_task
-from mlsys.registry.stage import METRICS as GATE_METRICS
+from mlsys.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, form, run_in_task
 from mlsys.registry.stage import EvaluateSpec
-from mlsys.training.parallel import plan
-from mlsys.training.selection import METRICS as SELECTION_METRICS
+from mlsys.spec import knobs
 from mlsys.training.selection import SelectionSpec
 
 
@@ -42,16 +40,11 @@ from mlsys.training.selection import SelectionSpec
     default_args=DEFAULT_ARGS,
     params={
         "grid": Param(json.loads(SelectionSpec.grid), type=["object", "array"],
-                      description="A grid (dict of lists: all combinations) or a list of configurations. Keys: lr, dim, depth, dropout, batch_size, epochs, optimizer."),
-        "mode": Param("sharp", enum=["sharp", "mapped"], description="sharp: all candidates in one task with SHARP on this node's devices; mapped: one Airflow task per candidate."),
-        "metric": Param(SelectionSpec.metric, enum=list(SELECTION_METRICS), description="Validation metric the best candidate is chosen on."),
-        "workers": Param(SelectionSpec.workers, type="integer", minimum=1, description="SHARP worker processes (devices) in sharp mode."),
-        "device": Param(SelectionSpec.device, enum=list(plan.DEVICES), description="Device type of the workers (cuda: cuda:0 .. cuda:workers-1)."),
-        "budget_mb": Param(SelectionSpec.budget_mb, type="number", minimum=0, description="Device memory per candidate in MiB; a bigger candidate is spilled. 0 = no limit."),
-        "val_fraction": Param(SelectionSpec.val_fraction, type="number", exclusiveMinimum=0, exclusiveMaximum=1, description="Share of gold rows held out for validation."),
-        "dataset_version": Param(SelectionSpec.dataset_version, type="string", description="comments_labeled version: 'validated' (last to pass validation) or a version id."),
-        "seed": Param(SelectionSpec.seed, type="integer", description="Seed for initialisation, shuffling and the validation split."),
-        "gate_metric": Param(EvaluateSpec.gate_metric, enum=list(GATE_METRICS), description="Metric the challenger must beat the champion on (test split)."),
+                      description=knobs(SelectionSpec)["grid"].metadata["help"]),
+        "mode": Param("sharp", enum=["sharp", "mapped"], description="sharp: all candidates in one task with SHARP "
+                      "on this node's devices; mapped: one Airflow task per candidate."),
+        **form(SelectionSpec, "metric", "workers", "device", "budget_mb", "val_fraction", "dataset_version", "seed"),
+        **form(EvaluateSpec, "gate_metric"),
     },
 )
 def mlsys_model_selection():

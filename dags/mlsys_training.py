@@ -21,13 +21,11 @@ Runs when validated labels arrive (the `comments_labeled` Asset), or on demand.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
-from mlsys.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, LABELED, run_in_task
-from mlsys.registry.stage import METRICS as GATE_METRICS
+from mlsys.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, LABELED, form, run_in_task
 from mlsys.registry.stage import EvaluateSpec
 from mlsys.settings import settings
-from mlsys.training.parallel import plan
 from mlsys.training.stage import TrainSpec
 
 # Scale-out deployment: MLSYS_TRAIN_QUEUE=gpu sends train to the GPU Celery worker (and its pool).
@@ -45,24 +43,10 @@ TRAIN_PLACEMENT = {"queue": TRAIN_QUEUE, "pool": TRAIN_QUEUE} if TRAIN_QUEUE els
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
     params={
-        "dataset_version": Param(TrainSpec.dataset_version, type="string", description="comments_labeled version: 'validated' (last to pass validation) or a version id."),
-        "epochs": Param(TrainSpec.epochs, type="integer", minimum=1, description="Training epochs."),
-        "batch_size": Param(TrainSpec.batch_size, type="integer", minimum=1, description="Rows per optimizer step."),
-        "lr": Param(TrainSpec.lr, type="number", exclusiveMinimum=0, description="AdamW learning rate."),
-        "dim": Param(TrainSpec.dim, type="integer", minimum=2, description="Embedding and block width."),
-        "depth": Param(TrainSpec.depth, type="integer", minimum=0, description="Number of residual blocks."),
-        "seed": Param(TrainSpec.seed, type="integer", description="Seed for initialisation and shuffling."),
-        "char_ngrams": Param(TrainSpec.char_ngrams, type="string", description="Character n-gram sizes hashed with the words and bigrams, e.g. '2,3'; empty = words and bigrams only."),
-        "strategy": Param(TrainSpec.strategy, enum=list(plan.STRATEGIES), description="single: one process; ddp: DistributedDataParallel over nproc processes; pipeline: GPipe-style pipeline over nproc stages."),
-        "nproc": Param(TrainSpec.nproc, type="integer", minimum=1, description="Processes per node for ddp/pipeline (DDP replicas, or pipeline stages x replicas); at most the devices available."),
-        "replicas": Param(TrainSpec.replicas, type="integer", minimum=1, description="pipeline: data-parallel copies of the pipeline (pipeline x DDP); stages = nproc / replicas."),
-        "microbatches": Param(TrainSpec.microbatches, type="integer", minimum=1, description="pipeline: micro-batches per batch (must divide batch_size)."),
-        "schedule": Param(TrainSpec.schedule, enum=list(plan.SCHEDULES), description="pipeline: GPipe (fill-drain) or 1F1B (less activation memory)."),
-        "balance": Param(TrainSpec.balance, type="string", description="pipeline: layers per stage, e.g. '2,2' (depth + 2 layers in all); empty = balance by profiled time."),
-        "rematerialize": Param(TrainSpec.rematerialize, type="boolean", description="pipeline: recompute activations in backward (activation checkpointing)."),
-        "device": Param(TrainSpec.device, enum=list(plan.DEVICES), description="cpu (gloo) or cuda (NCCL) for ddp/pipeline."),
-        "checkpoint_every": Param(TrainSpec.checkpoint_every, type="integer", minimum=0, description="ddp/pipeline: optimizer steps between checkpoints (0 = none); a retry resumes from the last."),
-        "gate_metric": Param(EvaluateSpec.gate_metric, enum=list(GATE_METRICS), description="Metric the challenger must beat the champion on."),
+        **form(TrainSpec, "dataset_version", "epochs", "batch_size", "lr", "dim", "depth", "seed", "char_ngrams",
+               "strategy", "nproc", "replicas", "microbatches", "schedule", "balance", "rematerialize", "device",
+               "checkpoint_every"),
+        **form(EvaluateSpec, "gate_metric"),
     },
 )
 def mlsys_training():

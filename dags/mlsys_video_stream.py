@@ -18,9 +18,10 @@ to MLflow, with a plot of the per-frame changed share and latency.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
-from mlsys.orchestration import DEFAULT_ARGS, VIDEO_PREDICTIONS, VIDEO_SEGMENTS, run_in_task
+from mlsys.orchestration import DEFAULT_ARGS, VIDEO_PREDICTIONS, VIDEO_SEGMENTS, form, run_in_task
+from mlsys.streaming.stage import StreamSpec
 
 
 @dag(
@@ -33,19 +34,7 @@ from mlsys.orchestration import DEFAULT_ARGS, VIDEO_PREDICTIONS, VIDEO_SEGMENTS,
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
     params={
-        "stream": Param("camera", type="string", description="Stream name: segments under streams/<stream>/segments/."),
-        "mode": Param("exact", type="string", enum=["exact", "approx"],
-                      description="exact: outputs equal full inference; approx: Krypton's tau and refresh policy."),
-        "model": Param("vgg16", type="string", enum=["vgg16", "resnet18", "small"],
-                       description="CNN of the model zoo (seeded random weights)."),
-        "width": Param(0.25, type="number", exclusiveMinimum=0, description="Channel-width multiplier of the CNN."),
-        "size": Param(224, type="integer", minimum=16, description="Frames are resized to size x size pixels."),
-        "batch_frames": Param(1, type="integer", minimum=1,
-                              description="Frames propagated together (Krypton's multi-query, by boxes); "
-                                          "1: each frame per position, the fastest here."),
-        "max_segments": Param(0, type="integer", minimum=0, description="Segments per run (0: all pending)."),
-        "error_every": Param(10, type="integer", minimum=0,
-                             description="Every N-th frame also runs in full to measure the error (0: never)."),
+        **form(StreamSpec, "stream", "mode", "model", "width", "size", "batch_frames", "max_segments", "error_every"),
     },
 )
 def mlsys_video_stream():

@@ -59,7 +59,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser, spec_cls: type) -> None:
         kind = hints[f.name]
         kind = {int: int, float: float, bool: lambda v: v.lower() in ("1", "true", "yes")}.get(kind, str)
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
-                            help=f"default: {f.default!r}")
+                            help=f"{f.metadata.get('help', '')} (default: {f.default!r})".lstrip())
 
 
 def run_stage_command(name: str, params: dict[str, typing.Any]) -> int:

@@ -23,6 +23,34 @@ DEFAULT_ARGS = {"owner": "mlsys", "retries": 2, "retry_delay": timedelta(seconds
 XCOM_RUN_URL = "mlflow_run_url"  # read by plugins/mlflow_link.py
 
 
+_JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+
+
+def form(spec_cls: type, *names: str) -> dict[str, Any]:
+    """Trigger-form Params generated from a spec's knobs (``mlsys.spec.knob``): default, type, bounds, enum, help.
+
+    ``names`` picks and orders knobs (default: all). A text knob whose default is "" is optional in the form
+    (``null`` allowed, default ``None``); the task then passes nothing and the spec keeps its default.
+    """
+    import typing
+
+    from airflow.sdk import Param
+
+    from mlsys.spec import knobs
+
+    fields = knobs(spec_cls)
+    hints = typing.get_type_hints(spec_cls)
+    out: dict[str, Any] = {}
+    for name in names or fields:
+        f = fields[name]
+        kind = _JSON_TYPES[hints[name]]
+        default: Any = f.default
+        if kind == "string" and default == "":
+            kind, default = ["null", "string"], None
+        out[name] = Param(default, type=kind, description=f.metadata["help"], **f.metadata["schema"])
+    return out
+
+
 def run_in_task(stage: str, params: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """Run one stage inside an Airflow task, in a nested MLflow run under the DAG run's run.
 

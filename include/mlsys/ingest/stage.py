@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mlsys.datasets import GOLD, TEST, UNLABELED
 from mlsys.errors import DataError
 from mlsys.settings import settings
-from mlsys.spec import require
+from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 
 if TYPE_CHECKING:
@@ -27,18 +27,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class IngestSpec:
-    source: str = ""  # a folder of CSVs or one CSV; default: $MLSYS_DATA_DIR/youtube-spam
-    id_column: str = "COMMENT_ID"
-    text_column: str = "CONTENT"
-    label_column: str = "label"
+    source: str = knob("", 'Folder of CSVs (or one CSV). Empty: $MLSYS_DATA_DIR/youtube-spam.')
+    id_column: str = knob("COMMENT_ID", "Column holding each row's id.")
+    text_column: str = knob("CONTENT", 'Column holding the text to classify.')
+    label_column: str = knob("label", 'Column holding the true label (read for the gold and test rows only).')
     group_column: str = "video"  # which file (video) a comment came from; added from the file name
-    test_group: str = "Youtube05-Shakira"
-    gold_size: int = 200
-    seed: int = 0
+    test_group: str = knob("Youtube05-Shakira", 'File (group) held out as the test split.')
+    gold_size: int = knob(200, 'Rows drawn as the expert gold set.', minimum=10)
+    seed: int = knob(0, 'Seed for sampling the gold set and the label model.')
     storage_uri: str = ""
 
     def __post_init__(self):
-        require(self.gold_size >= 10, "IngestSpec", "gold_size", self.gold_size, "use at least 10 gold rows")
+        check_knobs(self)
         require(bool(self.test_group), "IngestSpec", "test_group", self.test_group, "name the group held out for test")
 
     @property

@@ -9,13 +9,22 @@
     (``mlsys bench label`` and ``label_quality`` live in ``mlsys.bench``)
 """
 
-from mlsys.labeling.applier import FastLFApplier, LFError
-from mlsys.labeling.labeler import LabelReport, label_frame
-from mlsys.labeling.label_model import GoldAwareLabelModel
-from mlsys.labeling.lf import ColumnLF, keyword_lf, regex_lf, vectorized_lf, word_count_lf
-from mlsys.labeling.stage import LabelResult, LabelSpec, load_lfs, run
+from __future__ import annotations
 
-__all__ = [
-    "ColumnLF", "FastLFApplier", "GoldAwareLabelModel", "LFError", "LabelReport", "LabelResult", "LabelSpec",
-    "keyword_lf", "label_frame", "load_lfs", "regex_lf", "run", "vectorized_lf", "word_count_lf",
-]
+import importlib
+from typing import Any
+
+# Names load lazily: the DAG processor reads LabelSpec's knobs without importing Snorkel or pandas.
+_EXPORTS = {
+    "FastLFApplier": "applier", "LFError": "applier", "LabelReport": "labeler", "label_frame": "labeler",
+    "GoldAwareLabelModel": "label_model", "ColumnLF": "lf", "keyword_lf": "lf", "regex_lf": "lf",
+    "vectorized_lf": "lf", "word_count_lf": "lf", "LabelResult": "stage", "LabelSpec": "stage", "load_lfs": "stage",
+    "run": "stage",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

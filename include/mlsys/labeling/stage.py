@@ -25,20 +25,22 @@ from typing import Any
 
 from mlsys.datasets import CARDINALITY, GOLD, LABELED, LABELED_COLUMNS, TEST, UNLABELED
 from mlsys.errors import SpecError
-from mlsys.spec import require
+from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 
 
 @dataclass(frozen=True)
 class LabelSpec:
-    lfs: str = "mlsys.labeling.youtube_lfs"  # importable module with a module-level list `lfs` (or `LFS`)
+    lfs: str = knob(
+        "mlsys.labeling.youtube_lfs", 'Importable module with a module-level LFS (or lfs) list of labeling functions.')
     unlabeled_version: str = "latest"
     gold_version: str = "latest"
     test_version: str = "latest"  # scored only, never fitted on; "none" skips (so does a store without it)
-    epochs: int = 500
+    epochs: int = knob(500, 'LabelModel training epochs.', minimum=1)
     seed: int = 0
-    fault_tolerant: bool = False  # an LF that raises abstains on that row, errors are counted per LF
-    jobs: int = 0  # worker processes/threads for the LFs; 0 = every core
+    fault_tolerant: bool = knob(
+        False, 'An LF that raises abstains on that row (errors are counted per LF) instead of failing the task.')
+    jobs: int = knob(0, 'Worker processes for the labeling functions; 0 = one per core.', minimum=0)
     storage_uri: str = ""
     # file mode
     data: str = ""  # a CSV or Parquet file (or Parquet folder) to label instead of the datasets
@@ -50,9 +52,8 @@ class LabelSpec:
     cardinality: int = CARDINALITY
 
     def __post_init__(self):
-        require(self.epochs > 0, "LabelSpec", "epochs", self.epochs, "use a positive number of epochs")
+        check_knobs(self)
         require(bool(self.lfs), "LabelSpec", "lfs", self.lfs, "name a module, e.g. mlsys.labeling.youtube_lfs")
-        require(self.jobs >= 0, "LabelSpec", "jobs", self.jobs, "use 0 (every core) or a positive number")
         require(self.cardinality >= 2, "LabelSpec", "cardinality", self.cardinality, "use 2 or more classes")
         require(bool(self.out) or not self.data, "LabelSpec", "out", self.out,
                 "file mode (--data) needs --out PATH for the labeled Parquet")

@@ -21,7 +21,7 @@ from typing import Any
 
 from mlsys.datasets import CHALLENGER, CHAMPION, TEST
 from mlsys.settings import settings
-from mlsys.spec import require
+from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 
 METRICS = ("accuracy", "precision", "recall", "f1")
@@ -34,13 +34,13 @@ class EvaluateSpec:
     model_uri: str = ""  # the trained model (runs:/... or models:/...)
     model_name: str = ""  # registered model name; default $MLSYS_MODEL_NAME
     test_version: str = "latest"
-    gate_metric: str = "f1"
+    gate_metric: str = knob("f1", 'Metric the challenger must beat the champion on (test split).', enum=list(METRICS))
     storage_uri: str = ""
     serve_url: str = ""  # `mlsys serve` to tell to reload after a promotion; default $MLSYS_SERVE_URL ("" = none)
 
     def __post_init__(self):
+        check_knobs(self)
         require(bool(self.model_uri), "EvaluateSpec", "model_uri", self.model_uri, "pass the train stage's model_uri")
-        require(self.gate_metric in METRICS, "EvaluateSpec", "gate_metric", self.gate_metric, f"use one of {METRICS}")
         url = self.reload_url
         require(not url or url.startswith(("http://", "https://")), "EvaluateSpec", "serve_url", url,
                 "give the server's base URL (the serve_url param or $MLSYS_SERVE_URL), e.g. http://serve:8000, "

@@ -26,45 +26,42 @@ from typing import Any
 
 from mlsys.errors import DataError
 from mlsys.datasets import VIDEO_PREDICTIONS_PREFIX
-from mlsys.spec import require
+from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 from mlsys.streaming import watermark
+from mlsys.streaming.incremental.config import MODES
 from mlsys.streaming.incremental.presets import PRESETS
 
+MODELS = ("vgg16", "resnet18", "small")  # the zoo's CNNs (mlsys.model.cnn)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
 class StreamSpec:
-    stream: str = "camera"  # segments under streams/<stream>/segments/ in the storage root
+    stream: str = knob("camera", "Stream name: segments under streams/<stream>/segments/.")
     video: str = ""  # a local video file to stream instead of the stream's segments
-    mode: str = "exact"  # exact | approx
-    model: str = "vgg16"  # a CNN of the zoo: vgg16 | resnet18 | small (seeded random weights)
-    width: float = 0.25  # channel-width multiplier of the CNN
+    mode: str = knob("exact", "exact: outputs equal full inference; approx: Krypton's tau and refresh policy.",
+                     enum=list(MODES))
+    model: str = knob("vgg16", "CNN of the model zoo (seeded random weights).", enum=list(MODELS))
+    width: float = knob(0.25, "Channel-width multiplier of the CNN.", exclusiveMinimum=0)
     seed: int = 0
-    size: int = 224  # frames are resized to size x size
+    size: int = knob(224, "Frames are resized to size x size pixels.", minimum=16)
     resize: bool = True  # False: frames must already be size x size
     tau: float = 0.0  # approx: region growth cut past this share of a map (0: the mode's preset)
     refresh_every: int = -1  # approx: new base frame every N frames (-1: the mode's preset)
-    batch_frames: int = 1  # frames propagated together
-    max_segments: int = 0  # segments per run (0: all pending)
-    error_every: int = 10  # every N-th frame is also run in full, to measure the error (0: never)
+    batch_frames: int = knob(1, "Frames propagated together (Krypton's multi-query, by boxes); 1: each frame per "
+                             "position, the fastest here.", minimum=1)
+    max_segments: int = knob(0, "Segments per run (0: all pending).", minimum=0)
+    error_every: int = knob(10, "Every N-th frame also runs in full to measure the error (0: never).", minimum=0)
     storage_uri: str = ""
 
     def __post_init__(self):
         require(bool(_NAME.fullmatch(self.stream)), "StreamSpec", "stream", self.stream,
                 "use letters, digits, '.', '-' or '_' (no '/' or spaces)")
-        require(self.mode in PRESETS, "StreamSpec", "mode", self.mode, f"use one of {sorted(PRESETS)}")
-        require(self.model in ("vgg16", "resnet18", "small"), "StreamSpec", "model", self.model,
-                "use vgg16, resnet18 or small")
-        require(self.width > 0, "StreamSpec", "width", self.width, "use a positive multiplier, e.g. 0.25")
-        require(self.size >= 16, "StreamSpec", "size", self.size, "use at least 16 pixels")
+        check_knobs(self)
         require(0 <= self.tau <= 1, "StreamSpec", "tau", self.tau, "use 0 (preset) or a share in (0, 1]")
         require(self.refresh_every >= -1, "StreamSpec", "refresh_every", self.refresh_every,
                 "use -1 (preset), 0 (never) or a frame count")
-        require(self.batch_frames >= 1, "StreamSpec", "batch_frames", self.batch_frames, "use at least 1")
-        require(self.max_segments >= 0, "StreamSpec", "max_segments", self.max_segments, "use 0 (all) or more")
-        require(self.error_every >= 0, "StreamSpec", "error_every", self.error_every, "use 0 (never) or more")
         require(not self.video or Path(self.video).suffix != "", "StreamSpec", "video", self.video,
                 "give the path of a video file, e.g. clip.mp4")
 

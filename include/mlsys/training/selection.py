@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlsys.errors import SpecError
-from mlsys.spec import require
+from mlsys.spec import check_knobs, knob, require
+from mlsys.training.parallel import plan
 from mlsys.training.stage import TrainSpec
 
 # key -> (type, check, what a good value is)
@@ -89,24 +90,23 @@ def candidate_name(i: int, config: dict) -> str:
 
 @dataclass(frozen=True)
 class SelectionSpec:
-    grid: str = '{"lr": [0.003, 0.01], "dim": [32, 64]}'  # JSON: a dict of lists (grid) or a list of configs
-    dataset_version: str = "validated"
-    metric: str = "f1"  # validation metric the best candidate is chosen on
-    val_fraction: float = 0.3  # share of the gold rows held out for validation
-    num_buckets: int = TrainSpec.num_buckets
-    seed: int = 0
-    workers: int = 2  # SHARP worker processes: devices of this node
-    device: str = "cpu"  # cpu | cuda (workers take cuda:0 .. cuda:W-1)
-    budget_mb: float = 0.0  # device memory per candidate; 0 = no limit (every candidate unspilled)
+    grid: str = knob('{"lr": [0.003, 0.01], "dim": [32, 64]}', "A grid (dict of lists: all combinations) or a list of "
+                     f"configurations, as JSON. Keys: {', '.join(KEYS)}.")
+    dataset_version: str = knob(TrainSpec.dataset_version, "comments_labeled version: 'validated' (last to pass "
+                                "validation) or a version id.")
+    metric: str = knob("f1", "Validation metric the best candidate is chosen on.", enum=list(METRICS))
+    val_fraction: float = knob(0.3, "Share of gold rows held out for validation.", exclusiveMinimum=0,
+                               exclusiveMaximum=1)
+    num_buckets: int = knob(TrainSpec.num_buckets, "Hash buckets of every candidate's featurizer.", minimum=2)
+    seed: int = knob(0, "Seed for initialisation, shuffling and the validation split.")
+    workers: int = knob(2, "SHARP worker processes (devices) in sharp mode.", minimum=1, maximum=64)
+    device: str = knob("cpu", "Device type of the workers (cuda: cuda:0 .. cuda:workers-1).", enum=list(plan.DEVICES))
+    budget_mb: float = knob(0.0, "Device memory per candidate in MiB; a bigger candidate is spilled. 0 = no limit.",
+                            minimum=0)
     storage_uri: str = ""
 
     def __post_init__(self):
-        require(self.metric in METRICS, "SelectionSpec", "metric", self.metric, f"use one of {list(METRICS)}")
-        require(0 < self.val_fraction < 1, "SelectionSpec", "val_fraction", self.val_fraction, "use a share in (0, 1)")
-        require(self.num_buckets >= 2, "SelectionSpec", "num_buckets", self.num_buckets, "use at least 2 buckets")
-        require(1 <= self.workers <= 64, "SelectionSpec", "workers", self.workers, "use between 1 and 64 workers")
-        require(self.device in ("cpu", "cuda"), "SelectionSpec", "device", self.device, "use 'cpu' or 'cuda'")
-        require(self.budget_mb >= 0, "SelectionSpec", "budget_mb", self.budget_mb, "use 0 (no limit) or a positive size")
+        check_knobs(self)
         expand(self.grid)  # every key and value checked before anything trains
 
     @property

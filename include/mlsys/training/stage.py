@@ -24,42 +24,46 @@ from typing import Any
 
 from mlsys.datasets import LABELED, trainable
 from mlsys.errors import DataError, SpecError
-from mlsys.spec import require
+from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 from mlsys.training.parallel import plan
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    dataset_version: str = "validated"  # only data that passed validation trains, unless a version is named
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 3e-3
-    dim: int = 64
-    depth: int = 2
-    num_buckets: int = 1 << 15
-    char_ngrams: str = "2,3"  # = featurizer.DEFAULT_CHAR_NGRAMS; character n-gram sizes over each "<token>", e.g. "2,3"; "" = words and bigrams only
-    seed: int = 0
+    dataset_version: str = knob("validated", "comments_labeled version: 'validated' (last to pass validation) or a "
+                                "version id.")
+    epochs: int = knob(8, "Training epochs.", minimum=1)
+    batch_size: int = knob(64, "Rows per optimizer step.", minimum=1)
+    lr: float = knob(3e-3, "AdamW learning rate.", exclusiveMinimum=0)
+    dim: int = knob(64, "Embedding and block width.", minimum=2)
+    depth: int = knob(2, "Number of residual blocks.", minimum=0)
+    num_buckets: int = knob(1 << 15, "Hash buckets of the featurizer (words, bigrams, character n-grams).", minimum=2)
+    char_ngrams: str = knob("2,3", "Character n-gram sizes hashed with the words and bigrams, e.g. '2,3'; empty = "
+                            "words and bigrams only.")
+    seed: int = knob(0, "Seed for initialisation and shuffling.")
     storage_uri: str = ""
-    strategy: str = "single"  # single | ddp | pipeline
-    nproc: int = 2  # processes per node: DDP replicas, or pipeline stages (K) x replicas
-    replicas: int = 1  # pipeline: data-parallel copies of the pipeline (pipeline x DDP); K = nproc / replicas
-    microbatches: int = 4  # pipeline: micro-batches per batch (M)
-    schedule: str = "gpipe"  # pipeline: gpipe | 1f1b
-    balance: str = ""  # pipeline: layers per stage, e.g. "2,2"; "" = balance by profiled time
-    rematerialize: bool = False  # pipeline: recompute activations in backward (activation checkpointing)
-    device: str = "cpu"  # cpu (gloo) | cuda (NCCL)
-    checkpoint_every: int = 20  # ddp/pipeline: optimizer steps between checkpoints; 0 = none
+    strategy: str = knob("single", "single: one process; ddp: DistributedDataParallel over nproc processes; "
+                         "pipeline: GPipe-style pipeline over nproc stages.", enum=list(plan.STRATEGIES))
+    nproc: int = knob(2, "Processes per node for ddp/pipeline (DDP replicas, or pipeline stages x replicas); at most "
+                      "the devices available.", minimum=1)
+    replicas: int = knob(1, "pipeline: data-parallel copies of the pipeline (pipeline x DDP); stages = nproc / "
+                         "replicas.", minimum=1)
+    microbatches: int = knob(4, "pipeline: micro-batches per batch (must divide batch_size).", minimum=1)
+    schedule: str = knob("gpipe", "pipeline: GPipe (fill-drain) or 1F1B (less activation memory).",
+                         enum=list(plan.SCHEDULES))
+    balance: str = knob("", "pipeline: layers per stage, e.g. '2,2' (depth + 2 layers in all); empty = balance by "
+                        "profiled time.")
+    rematerialize: bool = knob(False, "pipeline: recompute activations in backward (activation checkpointing).")
+    device: str = knob("cpu", "cpu (gloo) or cuda (NCCL) for ddp/pipeline.", enum=list(plan.DEVICES))
+    checkpoint_every: int = knob(20, "ddp/pipeline: optimizer steps between checkpoints (0 = none); a retry resumes "
+                                 "from the last.", minimum=0)
     checkpoint_key: str = ""  # same key = resume (an Airflow retry); "" = a fresh key per run
 
     def __post_init__(self):
         from mlsys.model.featurizer import MAX_CHAR_NGRAM, valid_char_ngrams
 
-        require(self.epochs >= 1, "TrainSpec", "epochs", self.epochs, "use at least 1 epoch")
-        require(self.batch_size >= 1, "TrainSpec", "batch_size", self.batch_size, "use a batch size of at least 1")
-        require(self.lr > 0, "TrainSpec", "lr", self.lr, "use a positive learning rate")
-        require(self.dim >= 2, "TrainSpec", "dim", self.dim, "use a width of at least 2")
-        require(self.depth >= 0, "TrainSpec", "depth", self.depth, "use 0 or more blocks")
+        check_knobs(self)
         sizes = _parts(self.char_ngrams)
         require(all(p.isdigit() for p in sizes) and valid_char_ngrams([int(p) for p in sizes]), "TrainSpec",
                 "char_ngrams", self.char_ngrams, f"give increasing sizes between 1 and {MAX_CHAR_NGRAM} separated by commas, "

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsys.errors import ValidationFailed
-from mlsys.spec import require
+from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 from mlsys.storage.table_file import read_table
 from mlsys.validation import anomalies as anom
@@ -51,10 +51,13 @@ class ValidateSpec:
     baseline: str = ""  # drift (training) / skew (serving) reference: a file, "none"; default: last validated version
     environment: str = "training"  # training: the label is required; serving: it is absent
     report: str = ""  # write the JSON report (every anomaly) to this file
-    release_clean: bool = False  # row-level errors only: release the clean remainder, quarantine the rest
-    accept_schema_update: bool = False  # accept the pending proposed schema update before validating
+    release_clean: bool = knob(
+        False, 'When the only errors are bad rows: quarantine them and release the clean remainder as a new validated version.')
+    accept_schema_update: bool = knob(
+        False, "Accept the pending proposed schema update (see the validate run's proposed_schema.diff) before validating.")
 
     def __post_init__(self):
+        check_knobs(self)
         require(bool(self.dataset), "ValidateSpec", "dataset", self.dataset, "name the dataset to validate")
         require(self.environment in ENVIRONMENTS, "ValidateSpec", "environment", self.environment,
                 f"use one of {list(ENVIRONMENTS)}")

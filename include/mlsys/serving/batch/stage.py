@@ -22,26 +22,25 @@ from typing import Any, Iterator
 from mlsys.errors import DataError
 from mlsys.datasets import CHAMPION, PREDICTION_SHARDS, PREDICTIONS, UNLABELED
 from mlsys.settings import settings
-from mlsys.spec import require
+from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 
 
 
 @dataclass(frozen=True)
 class BatchSpec:
-    dataset: str = UNLABELED
-    version: str = "latest"
+    dataset: str = knob(UNLABELED, "Dataset to score (needs 'id' and 'text' columns).")
+    version: str = knob("latest", "Dataset version: 'latest' or a version id.")
     model_name: str = ""  # default $MLSYS_MODEL_NAME
-    model_version: str = CHAMPION  # an alias or a version number
-    batch_rows: int = 65536  # rows per chunk: read, scored and written together
+    model_version: str = knob(CHAMPION, 'Registered model alias or version number.')
+    batch_rows: int = knob(65536, 'Rows per record batch (read, scored and written together).', minimum=1)
     storage_uri: str = ""
-    workers: int = 0  # scoring threads; 0 = one per core
+    workers: int = knob(0, 'Scoring threads per task; 0 = one per core.', minimum=0)
 
     def __post_init__(self):
+        check_knobs(self)
         cls = type(self).__name__
-        require(self.batch_rows >= 1, cls, "batch_rows", self.batch_rows, "use at least 1 row per batch")
         require(bool(self.dataset), cls, "dataset", self.dataset, "name the dataset to score")
-        require(self.workers >= 0, cls, "workers", self.workers, "use 0 (one per core) or a positive thread count")
 
 
 @dataclass(frozen=True)

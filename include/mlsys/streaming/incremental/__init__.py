@@ -10,10 +10,21 @@
     synthetic    synthetic frames for tests and the benchmark
 """
 
-from mlsys.streaming.incremental.config import EngineConfig
-from mlsys.streaming.incremental.engine import FrameSizeError, FrameStat, IncrementalEngine
-from mlsys.streaming.incremental.propagation import UnsupportedLayerError
-from mlsys.streaming.incremental.region import Box, detect_changes, detect_pixels, merge_boxes
+from __future__ import annotations
 
-__all__ = ["Box", "EngineConfig", "FrameSizeError", "FrameStat", "IncrementalEngine", "UnsupportedLayerError",
-           "detect_changes", "detect_pixels", "merge_boxes"]
+import importlib
+from typing import Any
+
+# Names load lazily: a spec that reads the modes or presets pulls in no torch.
+_EXPORTS = {
+    "EngineConfig": "config", "FrameSizeError": "engine", "FrameStat": "engine", "IncrementalEngine": "engine",
+    "UnsupportedLayerError": "propagation", "Box": "region", "detect_changes": "region", "detect_pixels": "region",
+    "merge_boxes": "region",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
