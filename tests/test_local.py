@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,18 @@ def _wait(fn, what: str, timeout: float, proc: subprocess.Popen, log: Path):
     pytest.fail(f"{what} not ready after {timeout} s (last error: {last}):\n{log.read_text()[-4000:]}")
 
 
+def _processes_with(env_entry: str) -> list[str]:
+    """Command lines of the live processes whose environment holds ``env_entry`` (the stack's children)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and env_entry.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
 def test_up_serves_airflow_with_project_dags_and_mlflow_on_the_same_state(tmp_path):
     api_port, mlflow_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLSYS_", "MLFLOW_TRACKING"))}
@@ -55,7 +68,9 @@ def test_up_serves_airflow_with_project_dags_and_mlflow_on_the_same_state(tmp_pa
 
     log = tmp_path / "up.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN / "mlsys"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # as `make up &` or a supervisor starts it: SIGINT ignored, stopped by SIGTERM
+        proc = subprocess.Popen([str(BIN / "mlsys"), "up"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         _wait(lambda: _get(f"{mlflow_url}/health")[0] == 200, "MLflow UI", 120, proc, log)
@@ -79,12 +94,23 @@ def test_up_serves_airflow_with_project_dags_and_mlflow_on_the_same_state(tmp_pa
         assert _wait(dags, "the project's DAGs in the Airflow UI", 180, proc, log)
         _, home = _get(f"{api}/")
         assert "<html" in home.lower()
+
+        def unpaused():  # nightly means nightly: `mlsys up` unpauses every mlsys DAG
+            found = json.loads(_get(f"{api}/api/v2/dags?dag_id_pattern=mlsys", token)[1])["dags"]
+            return {d["dag_id"]: d["is_paused"] for d in found} if not any(d["is_paused"] for d in found) else None
+
+        assert len(_wait(unpaused, "the DAGs unpaused", 120, proc, log)) == 5
+        os.kill(proc.pid, signal.SIGTERM)  # what `timeout`, a supervisor or `docker stop` sends
+        stopped = time.monotonic()
+        proc.wait(timeout=45)
+        assert time.monotonic() - stopped < 35, "SIGTERM must stop `mlsys up` and its children within 30 s"
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, log.read_text()[-3000:]
+    assert _processes_with(f"MLSYS_HOME={tmp_path}") == [], "processes of the stack are still running"
+    for port in (api_port, mlflow_port):
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))  # free for the next `make up`

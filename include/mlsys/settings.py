@@ -40,6 +40,7 @@ class Settings:
     tracking_uri: str
     artifact_uri: str
     mlflow_ui_url: str
+    airflow_ui_url: str  # links from MLflow runs back to their DAG runs
     data_dir: Path
     model_name: str
     serve_url: str  # `mlsys serve` to POST /reload after a promotion; "" = none
@@ -58,6 +59,8 @@ class Settings:
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
             artifact_uri=os.environ.get("MLSYS_ARTIFACT_URI", str(home / "mlartifacts")),
             mlflow_ui_url=os.environ.get("MLSYS_MLFLOW_UI_URL", "http://localhost:5000").rstrip("/"),
+            airflow_ui_url=os.environ.get(
+                "MLSYS_AIRFLOW_UI_URL", f"http://localhost:{os.environ.get('AIRFLOW__API__PORT', '8080')}").rstrip("/"),
             data_dir=Path(os.environ.get("MLSYS_DATA_DIR", REPO_ROOT.parent / "shared" / "data")),
             model_name=os.environ.get("MLSYS_MODEL_NAME", "youtube-spam-classifier"),
             serve_url=os.environ.get("MLSYS_SERVE_URL", "").strip().rstrip("/"),

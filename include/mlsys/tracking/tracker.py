@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+# MLflow 3's UI opens an experiment by its kind: a model-training experiment on its runs (not the GenAI overview).
+EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
 
 def configure() -> str:
     """Point MLflow at the configured tracking URI and return it."""
@@ -44,10 +47,12 @@ def experiment_id(name: str) -> str:
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND) is None:  # made before the kind was set: open it on its runs too
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
         return exp.experiment_id
     root = settings().artifact_uri.rstrip("/")
     try:
-        return client.create_experiment(name, artifact_location=f"{root}/{name}")
+        return client.create_experiment(name, artifact_location=f"{root}/{name}", tags={EXPERIMENT_KIND: TRAINING_KIND})
     except MlflowException:
         # Another task created it between our lookup and create: use theirs.
         exp = client.get_experiment_by_name(name)
@@ -71,12 +76,21 @@ def _parent_run_id(exp_id: str, ctx: RunContext) -> str:
     )
     if found:
         return found[0].info.run_id
+    url = airflow_run_url(ctx.dag_id, ctx.run_id)
     run = client.create_run(
         exp_id,
         run_name=f"{ctx.dag_id} {ctx.run_id}",
-        tags={"mlsys.role": "dag_run", "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id},
+        tags={"mlsys.role": "dag_run", "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id,
+              "airflow.run_url": url, "mlflow.note.content": f"Airflow DAG run [{ctx.dag_id} {ctx.run_id}]({url})"},
     )
     return run.info.run_id
+
+
+def airflow_run_url(dag_id: str, run_id: str) -> str:
+    """The DAG run's page in the Airflow UI."""
+    from urllib.parse import quote
+
+    return f"{settings().airflow_ui_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
 def run_url(run_id: str, exp_id: str) -> str:

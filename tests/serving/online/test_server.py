@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -28,12 +29,17 @@ def serve_env(home: Path) -> dict[str, str]:
     return env
 
 
-def start_server(home: Path, port: int, *extra: str) -> subprocess.Popen:
+def _as_a_background_job() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a non-interactive shell's `cmd &` hands its job
+
+
+def start_server(home: Path, port: int, *extra: str, background: bool = False) -> subprocess.Popen:
     from mlsys.bench.serve import wait_http
 
     log = open(home / f"serve-{port}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "mlsys.cli", "serve", "--port", str(port), *extra],
-                            env=serve_env(home), stdout=log, stderr=subprocess.STDOUT)
+                            env=serve_env(home), stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=_as_a_background_job if background else None)
     wait_http(f"http://127.0.0.1:{port}/ready", proc, timeout_s=120)
     return proc
 
@@ -240,3 +246,20 @@ def test_kill_under_load_then_restart_answers_correctly(registry, running):
     assert json.loads(body)["model_version"] == f"{SERVE_MODEL}/2"
     assert np.isclose(json.loads(body)["probabilities"][1], v2["proba_1"][0], atol=1e-6)
     assert kinds[-1] == "ok"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_server_within_30_s_and_frees_its_port(registry, sig):
+    import socket
+
+    port = free_port()
+    proc = start_server(registry.home, port, "--poll-s", "0.5", background=sig == signal.SIGTERM)
+    assert call(port, "/ready")[0] == 200
+    started = time.monotonic()
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    assert time.monotonic() - started < 30 and proc.returncode is not None
+    with socket.socket() as sock:  # nothing listens there any more (a closed connection's TIME_WAIT may remain)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
