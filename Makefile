@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export MLSYS_HOME ?= $(CURDIR)/.mlsys
 export AIRFLOW_HOME ?= $(MLSYS_HOME)/airflow
 
-.PHONY: demo test up venv clean
+.PHONY: demo test up venv clean browser
 
 STAMP := $(VENV)/.installed
 
@@ -22,8 +22,14 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/mlsys demo
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest tests
+
+# Headless Chromium and its driver for the browser tests (tests/ui), from the system's packages (Debian), when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
 
 up: venv
 	$(BIN)/mlsys up

@@ -24,6 +24,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from mlsys.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, form, run_in_task
+from mlsys.registry.gate import PROMOTION_POOL
 from mlsys.registry.stage import EvaluateSpec
 from mlsys.spec import knobs
 from mlsys.training.selection import SelectionSpec
@@ -86,7 +87,7 @@ def mlsys_model_selection():
         best = max(results, key=score)
         return {"model_uri": best["model_uri"], "best": best["best"], "score": score(best)}
 
-    @task(outlets=[CHAMPION_MODEL])
+    @task(pool=PROMOTION_POOL, outlets=[CHAMPION_MODEL])  # one promotion at a time, across DAGs
     def evaluate_register(picked: dict, params=None) -> dict:
         return run_in_task("evaluate", params, model_uri=picked["model_uri"])
 

@@ -24,6 +24,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from mlsys.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, LABELED, form, run_in_task
+from mlsys.registry.gate import PROMOTION_POOL
 from mlsys.registry.stage import EvaluateSpec
 from mlsys.settings import settings
 from mlsys.training.stage import TrainSpec
@@ -55,7 +56,7 @@ def mlsys_training():
         key = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{dag_run.dag_id}-{dag_run.run_id}")
         return run_in_task("train", params, checkpoint_key=key)  # retries of this run resume its checkpoints
 
-    @task(outlets=[CHAMPION_MODEL])
+    @task(pool=PROMOTION_POOL, outlets=[CHAMPION_MODEL])  # one promotion at a time, across DAGs
     def evaluate_register(trained: dict, params=None) -> dict:
         return run_in_task("evaluate", params, model_uri=trained["model_uri"])
 

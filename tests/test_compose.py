@@ -43,6 +43,7 @@ OPTIONAL_CODE_VARS = {
     "AWS_SESSION_TOKEN",  # temporary credentials (real AWS); MinIO uses a static key pair
     "MLFLOW_ALLOW_FILE_STORE",  # only for a local file: tracking store, never with a server
     "MLSYS_CPU_DEVICES",  # CPU-only training hosts: processes per node (default: the core count)
+    "MLSYS_RETRY_DELAY_S",  # Airflow retry delay (default 30 s); only the fault-injection tests shorten it
 }
 # Read by the libraries rather than by include/mlsys: boto3 and the MLflow client.
 LIBRARY_VARS = {
@@ -293,8 +294,11 @@ def celery_problems(compose: dict) -> list[str]:
     for name in AIRFLOW_SERVICES:
         if name not in services:
             problems.append(f"Airflow service {name} is missing")
-    if not re.search(r"airflow pools set gpu ", " ".join(command_args(services.get("airflow-init", {})))):
+    init = " ".join(command_args(services.get("airflow-init", {})))
+    if not re.search(r"airflow pools set gpu ", init):
         problems.append("airflow-init does not create the pool `gpu`")
+    if not re.search(r"airflow pools set mlsys_promotion 1 ", init):
+        problems.append("airflow-init does not create the one-slot pool `mlsys_promotion` (mlsys.registry.gate)")
     return problems
 
 

@@ -91,6 +91,23 @@ class AirflowClient:
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.api("PATCH", f"/api/v2/dags/{_q(dag_id)}", {"is_paused": paused})
 
+    def ensure_pool(self, name: str, slots: int, description: str = "") -> dict:
+        """Create the pool ``name`` with ``slots`` slots, or set an existing one's slots back; returns the pool.
+
+        Idempotent: a 409 from ``POST /api/v2/pools`` means the pool exists, and its slots are then patched to
+        ``slots`` if someone changed them (a one-slot pool is a critical section only while it has one slot).
+        """
+        try:
+            return self.api("POST", "/api/v2/pools", {"name": name, "slots": slots, "description": description})
+        except AirflowError as err:
+            if "HTTP 409" not in str(err):
+                raise
+        pool = self.api("GET", f"/api/v2/pools/{_q(name)}")
+        if pool.get("slots") != slots:
+            pool = self.api("PATCH", f"/api/v2/pools/{_q(name)}?update_mask=slots",
+                            {"name": name, "slots": slots, "include_deferred": pool.get("include_deferred", False)})
+        return pool
+
     def trigger(self, dag_id: str, conf: dict | None = None, logical_date: str | None = None) -> str:
         """Create a DAG run; returns its run id."""
         run = self.api("POST", f"/api/v2/dags/{_q(dag_id)}/dagRuns",

@@ -1,6 +1,7 @@
 """Dataset names, registry aliases and column contracts: what stages hand each other, in one place.
 
-    ingest    -> UNLABELED, GOLD, TEST             (one snapshot per ingest)
+    ingest    -> UNLABELED, GOLD, TEST             (one snapshot of series COMMENTS per ingest, plus
+                 INGEST_QUARANTINE when rows were set aside; resolve a split through the snapshot)
     label     -> LABELED  (LABELED_COLUMNS)        trainable rows: weight > 0, see trainable()
     batch     -> PREDICTIONS (or PREDICTION_SHARDS, merged into PREDICTIONS)
     stream    -> VIDEO_PREDICTIONS_PREFIX + <stream>
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 UNLABELED, GOLD, TEST = "comments_unlabeled", "comments_gold", "comments_test"
+COMMENTS = "comments"  # the snapshot series of an ingest: comments@latest names its three splits
+INGEST_QUARANTINE = "comments_ingest_quarantine"  # rows ingest set aside, with a `reason` each
 LABELED = "comments_labeled"
 PREDICTIONS = "predictions"
 PREDICTION_SHARDS = "predictions_shards"

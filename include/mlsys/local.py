@@ -148,7 +148,15 @@ class Stack:
         self.stop()
 
 
+def ensure_promotion_pool(stack: Stack) -> None:
+    """The one-slot Airflow pool every evaluate task runs in: one champion promotion at a time, across DAGs."""
+    from mlsys.registry.gate import PROMOTION_POOL, PROMOTION_POOL_DESCRIPTION, PROMOTION_POOL_SLOTS
+
+    stack.client.ensure_pool(PROMOTION_POOL, PROMOTION_POOL_SLOTS, PROMOTION_POOL_DESCRIPTION)
+
+
 def unpause(stack: Stack, dag_ids: tuple[str, ...] = DAGS) -> None:
+    ensure_promotion_pool(stack)  # before any DAG runs: a task in a missing pool never starts
     stack.client.wait_for_dags(list(dag_ids), alive=stack.alive)
     for dag_id in dag_ids:
         stack.client.set_paused(dag_id, False)
@@ -164,6 +172,7 @@ def run_scheduled(stack: Stack) -> None:
     from mlsys.airflow_client import AirflowError
 
     client = stack.client
+    ensure_promotion_pool(stack)  # before triggering: the chain's evaluate task runs in it
     client.wait_for_dags(list(PIPELINE), alive=stack.alive)
     started = datetime.now(timezone.utc).isoformat()
     pending = (client.dag("mlsys_data") or {}).get("next_dagrun_logical_date")

@@ -11,14 +11,20 @@ from typing import Any
 
 from airflow.sdk import Asset
 
+from mlsys.settings import settings
+
 # Assets chain the DAGs (data-aware scheduling): producer outlets -> consumer schedules.
 COMMENTS = Asset(name="comments", uri="mlsys://datasets/comments_unlabeled")
 LABELED = Asset(name="comments_labeled", uri="mlsys://datasets/comments_labeled")  # emitted once validated
 CHAMPION_MODEL = Asset(name="champion_model", uri="mlsys://models/champion")
 PREDICTIONS = Asset(name="predictions", uri="mlsys://datasets/predictions")
 
-# Every mlsys DAG's default_args: an owner, and retries that Airflow needs exceptions raised for.
-DEFAULT_ARGS = {"owner": "mlsys", "retries": 2, "retry_delay": timedelta(seconds=30)}
+# Every mlsys DAG's default_args: an owner, retries that Airflow needs exceptions raised for, and an
+# execution_timeout: a task that hangs (a stuck rank, an unanswered socket) fails after 2 h and is retried,
+# instead of holding a worker slot forever. A task that needs longer sets its own; the distributed train
+# stage's torchrun watchdog (JOB_TIMEOUT_S, JOB_SILENCE_S in mlsys.training.stage) fires well before.
+DEFAULT_ARGS = {"owner": "mlsys", "retries": 2, "retry_delay": timedelta(seconds=settings().retry_delay_s),
+                "execution_timeout": timedelta(hours=2)}
 
 XCOM_RUN_URL = "mlflow_run_url"  # read by plugins/mlflow_link.py
 
@@ -71,6 +77,7 @@ def run_in_task(stage: str, params: dict[str, Any], **overrides: Any) -> dict[st
         run_id=ti.run_id,
         task_id=ti.task_id,
         try_number=ti.try_number,
+        map_index=ti.map_index,
     )
     with stage_run(run_ctx) as run:
         ti.xcom_push(key=XCOM_RUN_URL, value=run_url(run.info.run_id, run.info.experiment_id))
@@ -82,7 +89,6 @@ def _video_segments() -> Asset:
     """Video segments of the stream $MLSYS_STREAM (default "camera"), watched by the triggerer, not a worker."""
     from airflow.sdk import AssetWatcher
 
-    from mlsys.settings import settings
     from mlsys.streaming.trigger import SegmentTrigger
 
     s = settings()

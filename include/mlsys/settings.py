@@ -49,6 +49,7 @@ class Settings:
     torchrun_args: str  # torchrun's rendezvous flags; "" = --standalone
     stream: str  # the stream the segment watcher watches
     stream_poll_s: float  # seconds between the watcher's polls
+    retry_delay_s: float  # Airflow's delay before a failed task's retry (the fault suite shortens it)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -69,6 +70,7 @@ class Settings:
             torchrun_args=os.environ.get("MLSYS_TORCHRUN_ARGS", ""),
             stream=os.environ.get("MLSYS_STREAM", "camera"),
             stream_poll_s=float(os.environ.get("MLSYS_STREAM_POLL_S", "30")),
+            retry_delay_s=float(os.environ.get("MLSYS_RETRY_DELAY_S", "30")),
         )
 
 

@@ -1,4 +1,4 @@
-"""Every DAG parses, is documented and safe to retry, and stays light at parse time.
+"""Every DAG parses, is documented and safe to retry, times out if it hangs, and stays light at parse time.
 
 Each file is imported in a fresh interpreter, so a heavy import anywhere in
 its import chain (torch, mlflow, pandas, ...) is seen, and its parse time is
@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 HEAVY = ["torch", "mlflow", "pandas", "snorkel", "great_expectations", "sklearn", "pyarrow", "numpy", "matplotlib"]
 PARSE_BUDGET_S = 1.0
+MAX_TASK_TIMEOUT_S = 6 * 3600  # every task has an execution_timeout, and none waits longer than this
 
 PROBE = r"""
 import json, runpy, sys, time
@@ -32,7 +33,9 @@ for obj in ns.values():
     if isinstance(obj, DAG):
         dags[obj.dag_id] = {
             "tags": sorted(obj.tags), "doc_md": obj.doc_md or "", "params": {k: obj.params.get_param(k).description or "" for k in obj.params},
-            "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries} for t in obj.tasks},
+            "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries,
+                                  "execution_timeout_s": t.execution_timeout and t.execution_timeout.total_seconds()}
+                      for t in obj.tasks},
             "schedule": str(obj.schedule), "catchup": obj.catchup,
         }
 print(json.dumps({"elapsed": elapsed, "new_modules": sorted(set(sys.modules) - before), "dags": dags}))
@@ -75,6 +78,10 @@ def test_dags_are_documented_and_retried(parsed):
         for task_id, task in dag["tasks"].items():
             assert task["owner"] and task["owner"] != "airflow", f"{dag_id}.{task_id} has no owner"
             assert task["retries"] >= 2, f"{dag_id}.{task_id} has retries={task['retries']}; use at least 2"
+            timeout = task["execution_timeout_s"]
+            assert timeout and 0 < timeout <= MAX_TASK_TIMEOUT_S, (
+                f"{dag_id}.{task_id} has execution_timeout={timeout}; a hung task must fail (and retry) within "
+                f"{MAX_TASK_TIMEOUT_S / 3600:g} h, not hold a worker forever")
         for name, description in dag["params"].items():
             assert description, f"{dag_id} param {name!r} has no description for the trigger form"
 

@@ -30,8 +30,9 @@ def test_train_goes_to_the_gpu_queue_only_when_asked():
     assert out.returncode == 0, out.stderr[-3000:]
     info = json.loads(out.stdout.strip().splitlines()[-1])
     default, scaled = info["default"]["tasks"], info["gpu"]["tasks"]
-    assert default["train"] == default["evaluate_register"] and default["train"]["queue"] != "gpu"
+    assert default["train"]["queue"] == default["evaluate_register"]["queue"] != "gpu"
     assert default["train"]["pool"] == "default_pool"
+    assert default["evaluate_register"]["pool"] == "mlsys_promotion"  # one promotion at a time, across DAGs
     assert scaled["train"] == {"queue": "gpu", "pool": "gpu"}
     assert scaled["evaluate_register"] == default["evaluate_register"]  # only train needs the GPU
     params = info["default"]["params"]

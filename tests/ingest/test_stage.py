@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -152,8 +153,11 @@ def test_users_own_data_with_other_column_names(mlsys_home, tmp_path):
     assert len(gold) == 10 and gold["label_true"].isin([0, 1]).all()
     assert "label_true" not in unlabeled.columns and "is_spam" not in unlabeled.columns
     assert set(unlabeled["group"]) | set(gold["group"]) == {"shop", "forum"}
-    assert result.duplicates_dropped == 1
-    assert result.unlabeled.rows + result.gold.rows + result.test.rows == 30 + 26 + 8 - 1
+    # "s1" appears in shop and in forum with different texts: both rows are quarantined, neither is kept
+    assert result.duplicates_dropped == 0
+    assert result.quarantined == {"missing_id": 0, "missing_text": 0, "conflicting_id": 2}
+    assert "s1" not in set(unlabeled["id"]) | set(gold["id"])
+    assert result.unlabeled.rows + result.gold.rows + result.test.rows == 30 + 26 + 8 - 2
     assert not set(unlabeled["id"]) & set(gold["id"])
 
 
@@ -258,3 +262,88 @@ def test_non_utf8_file_is_a_data_error_naming_the_file(mlsys_home, tmp_path, you
     bad.write_bytes((HEADER + rows).encode("latin-1"))
     with pytest.raises(DataError, match="Youtube01-Psy.csv"):
         run(IngestSpec(source=str(src), gold_size=10))
+
+
+# -- one ingest, one snapshot; nothing rewritten silently ------------------------------
+
+
+def test_ingest_commits_one_snapshot(mlsys_home, youtube):
+    from mlsys.datasets import COMMENTS
+
+    result = run(IngestSpec(source=str(youtube), gold_size=50))
+    store = DatasetStore()
+    snap = result.snapshot
+    assert snap.name == COMMENTS and snap.sequence == 1 and snap.move.moved
+    assert snap.members == {UNLABELED: result.unlabeled.version, GOLD: result.gold.version, TEST: result.test.version}
+    assert store.snapshot(f"{COMMENTS}@latest") == snap
+    assert all(ref.snapshot == snap.id for ref in (result.unlabeled, result.gold, result.test))
+    assert [m["version"] for m in store.snapshot_history(COMMENTS)] == [snap.id]  # one pointer move
+    data = json.loads(json.dumps(result.to_json()))
+    assert data["snapshot"]["id"] == snap.id and data["snapshot"]["moved"] is True
+    assert data["quarantined"] == {"missing_id": 0, "missing_text": 0, "conflicting_id": 0}
+    assert data["quarantine"] is None and result.duplicates_dropped == 3  # the shipped data: exact duplicates only
+
+
+def test_evaluate_finds_the_test_split_of_the_snapshot_it_descends_from(mlsys_home, youtube):
+    first = run(IngestSpec(source=str(youtube), gold_size=50))
+    second = run(IngestSpec(source=str(youtube), gold_size=50, test_group="Youtube01-Psy"))
+    store = DatasetStore()
+    assert store.ref(TEST).version == second.test.version != first.test.version
+    labeled = store.write("comments_labeled", store.read(UNLABELED, first.unlabeled.version),
+                          sources={UNLABELED: first.unlabeled.version, GOLD: first.gold.version})
+    snap = store.snapshot_of("comments_labeled", labeled.version)
+    assert snap == first.snapshot and store.ref(TEST, snap.id) == first.test
+
+
+def test_rerun_of_an_older_ingest_moves_no_pointer_back(mlsys_home, youtube):
+    from mlsys.datasets import COMMENTS
+
+    run(IngestSpec(source=str(youtube), gold_size=50, seed=0))
+    newer = run(IngestSpec(source=str(youtube), gold_size=50, seed=1))
+    cleared = run(IngestSpec(source=str(youtube), gold_size=50, seed=0))  # an old run cleared after a newer one
+    store = DatasetStore()
+    assert not cleared.snapshot.move.moved and cleared.to_json()["snapshot"]["moved"] is False
+    assert store.snapshot(f"{COMMENTS}@latest") == newer.snapshot
+    assert {n: store.ref(n).version for n in NAMES} == {n: v for n, v in newer.snapshot.members.items()}
+
+
+def _messy_data(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "shop.csv").write_text(
+        "msg_id,body,is_spam\n"
+        + "".join(f"s{i},shop message {i},{i % 2}\n" for i in range(20))
+        + 's20,,0\n'  # row 20: missing text
+        + 's21,"   ",1\n'  # row 21: blank text
+        + "s3,shop message 3,1\n"  # row 22: an exact duplicate of row 3
+        + ",no id at all,0\n"  # row 23: missing id
+    )
+    (folder / "forum.csv").write_text(
+        "msg_id,body,is_spam\n"
+        + "".join(f"f{i},forum message {i},{i % 2}\n" for i in range(20))
+        + "s5,shop message 5 but edited,1\n"  # row 20: s5 again with other content
+    )
+    (folder / "holdout.csv").write_text("msg_id,body,is_spam\n" + "".join(f"h{i},held out {i},{i % 2}\n" for i in range(6)))
+    return folder
+
+
+def test_rows_with_missing_text_or_conflicting_ids_are_quarantined_with_a_reason(mlsys_home, tmp_path):
+    from mlsys.datasets import INGEST_QUARANTINE
+
+    src = _messy_data(tmp_path / "messy")
+    result = run(IngestSpec(source=str(src), id_column="msg_id", text_column="body", label_column="is_spam",
+                            test_group="holdout", gold_size=10))
+    assert result.quarantined == {"missing_id": 1, "missing_text": 2, "conflicting_id": 2}
+    assert result.duplicates_dropped == 1
+    store = DatasetStore()
+    q = store.read(INGEST_QUARANTINE)
+    assert result.quarantine == store.ref(INGEST_QUARANTINE) and result.quarantine.rows == 5
+    got = {(g, r): reason for g, r, reason in zip(q["group"], q["row"], q["reason"])}
+    assert got[("shop", 20)] == got[("shop", 21)] == "missing text"
+    assert got[("shop", 23)] == "missing id"
+    assert got[("shop", 5)] == got[("forum", 20)] == "conflicting duplicate id: 2 rows differ in group, text"
+    assert q.loc[q["row"] == 21, "text"].tolist() == ["   "]  # kept as it came, not rewritten
+    kept = pd.concat([store.read(n) for n in NAMES])
+    assert not {"s5", "s20", "s21"} & set(kept["id"]) and kept["id"].is_unique and kept["text"].str.strip().all()
+    assert len(kept) == 24 + 21 + 6 - 5 - 1  # every row but the quarantined ones and the exact duplicate
+    assert result.snapshot.members[INGEST_QUARANTINE] == result.quarantine.version
+    assert json.loads(json.dumps(result.to_json()))["quarantine"]["rows"] == 5

@@ -216,3 +216,143 @@ def test_s3_prefixes_are_isolated(s3_root):
     assert one.get_bytes("k.txt") == b"one"
     assert one.list("") == ["k.txt"]
     assert other.list("") == ["k.txt"]
+
+
+# -- durability and conditional writes ------------------------------------------------
+
+
+def test_local_put_fsyncs_the_folder_after_the_rename(tmp_path, monkeypatch):
+    """The rename that publishes an object is durable only once its folder is fsynced."""
+    import stat
+
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    backend = LocalBackend(tmp_path)
+    backend.put_bytes("a/b.bin", b"1")
+    assert synced == [False, True]  # the file, then its folder
+    src = tmp_path / "src"
+    src.write_bytes(b"2")
+    synced.clear()
+    backend.put_file("a/c.bin", src)
+    assert synced == [False, True]
+
+
+@pytest.fixture(params=["local", "s3-native", "s3-create-only", "s3-none"])
+def cas_backend(request, mlsys_home):
+    if request.param == "local":
+        return LocalBackend(mlsys_home / "storage")
+    mode = request.param.removeprefix("s3-")
+    return S3Backend(request.getfixturevalue("s3_root"), conditional_writes=mode,
+                     lease_options={"write_bound_s": 0.1, "settle_s": 0.15, "ttl_s": 5})
+
+
+def test_put_if_absent_creates_once(cas_backend):
+    assert cas_backend.put_if_absent("c/k.json", b"first")
+    assert not cas_backend.put_if_absent("c/k.json", b"second")
+    assert cas_backend.get_bytes("c/k.json") == b"first"
+    assert cas_backend.list("") == ["c/k.json"]  # no lock file, no lease object left behind
+
+
+def test_put_if_match_is_compare_and_set(cas_backend):
+    assert cas_backend.get_versioned("p.json") is None
+    assert cas_backend.put_if_match("p.json", b"one", None)  # None: only if it does not exist
+    assert not cas_backend.put_if_match("p.json", b"again", None)
+    data, token = cas_backend.get_versioned("p.json")
+    assert data == b"one"
+    assert cas_backend.put_if_match("p.json", b"two", token)
+    assert not cas_backend.put_if_match("p.json", b"stale", token)  # the token of what it read is gone
+    assert cas_backend.get_bytes("p.json") == b"two"
+    assert cas_backend.get_versioned("p.json")[1] != token
+    assert cas_backend.list("") == ["p.json"]
+
+
+def test_s3_detects_what_moto_supports(s3_root):
+    """moto 5.2.5 answers If-None-Match and If-Match on PutObject: native compare-and-set; the probe is removed."""
+    backend = S3Backend(s3_root)
+    assert backend.conditional_writes == "native"
+    assert backend.list("") == []
+
+
+@pytest.mark.parametrize("endpoint, expected", [("ignores", "none"), ("no-if-match", "create-only")])
+def test_s3_detects_endpoints_without_conditional_writes(s3_root, monkeypatch, endpoint, expected):
+    from botocore.exceptions import ClientError
+
+    backend = S3Backend(s3_root + "-" + endpoint)
+    real = backend._raw_put
+
+    def raw_put(key, data, **condition):
+        if endpoint == "ignores":
+            return real(key, data)  # the endpoint drops the headers and overwrites
+        if "IfMatch" in condition:
+            raise ClientError({"Error": {"Code": "NotImplemented", "Message": "If-Match"}}, "PutObject")
+        return real(key, data, **condition)
+
+    monkeypatch.setattr(backend, "_raw_put", raw_put)
+    assert backend.conditional_writes == expected
+    assert backend.list("") == []
+
+
+def test_s3_lease_modes_never_send_if_match(s3_root, monkeypatch):
+    for mode, allowed in (("create-only", {"IfNoneMatch"}), ("none", set())):
+        backend = S3Backend(f"{s3_root}-{mode}", conditional_writes=mode,
+                            lease_options={"write_bound_s": 0.1, "settle_s": 0.15})
+        sent: list[tuple[str, set]] = []
+
+        def raw_put(key, data, real=backend._raw_put, sent=sent, **condition):
+            sent.append((key, set(condition)))
+            return real(key, data, **condition)
+
+        monkeypatch.setattr(backend, "_raw_put", raw_put)
+        assert backend.put_if_match("p.json", b"1", None) and backend.put_if_absent("q.json", b"1")
+        assert {c for _, conds in sent for c in conds} == allowed
+        assert any(k.startswith("_leases/") for k, _ in sent)  # the writes went through a lease
+        assert backend.list("") == ["p.json", "q.json"]  # and the lease was released
+
+
+@pytest.mark.parametrize("mode", ["create-only", "none"])
+def test_s3_lease_held_by_another_writer_blocks_and_an_expired_one_is_broken(s3_root, mode):
+    import json
+    import time
+
+    backend = S3Backend(s3_root, conditional_writes=mode,
+                        lease_options={"write_bound_s": 0.1, "settle_s": 0.15, "wait_s": 0.6})
+    lease = "_leases/p.json"
+    backend.put_bytes(lease, json.dumps({"owner": "other", "host": "h", "pid": 1, "expires_at": time.time() + 60}).encode())
+    with pytest.raises(StorageError, match="could not take the lease .* held by h pid 1"):
+        backend.put_if_match("p.json", b"1", None)
+    assert not backend.exists("p.json")
+    backend.put_bytes(lease, json.dumps({"owner": "dead", "host": "h", "pid": 1, "expires_at": time.time() - 1}).encode())
+    assert backend.put_if_match("p.json", b"1", None)  # its holder died: the lease expired and is taken over
+    assert backend.list("") == ["p.json"]
+
+
+def test_s3_cache_is_keyed_by_etag(s3_root, mlsys_home):
+    """A changed object is downloaded again; the cache never serves the old bytes."""
+    backend = backend_for(s3_root)
+    backend.put_bytes("files/obj.bin", b"one")
+    first = backend.local_path("files/obj.bin")
+    assert first.read_bytes() == b"one"
+    backend.put_bytes("files/obj.bin", b"two")
+    second = backend.local_path("files/obj.bin")
+    assert second.read_bytes() == b"two" and second != first
+    assert backend.local_path("files/obj.bin") == second
+
+
+def test_s3_cache_is_keyed_by_endpoint_and_bucket(s3_root, moto_server, mlsys_home):
+    from urllib.parse import urlparse
+
+    backend = backend_for(s3_root)
+    backend.put_bytes("k.bin", b"x")
+    path = backend.local_path("k.bin")
+    endpoint = urlparse(moto_server).netloc.replace(":", "_")
+    assert path.relative_to(mlsys_home / "cache" / "s3").parts[:3] == (endpoint, backend.bucket, "mlsys")
+    # the same bucket and key on another endpoint is another cache entry
+    elsewhere = backend.cache_path("k.bin", '"etag"')
+    backend.endpoint = "https://minio.example:9000"
+    assert backend.cache_path("k.bin", '"etag"') != elsewhere

@@ -156,20 +156,26 @@ def test_same_content_gives_the_same_version(store):
     assert second == first  # the stored ref, not a new one
     assert second.created_by == {"try": 1}
     assert len(store.versions("same")) == 1
+    assert second.sequence == first.sequence == 1
+    assert first.move.moved and not second.move.moved and second.move.reason == "already there"
     keys = store.backend.list("datasets/same/")
     assert keys == sorted(
-        [f"datasets/same/{first.version}/{DATA_FILE}", f"datasets/same/{first.version}/{META_FILE}", "datasets/same/_latest.json"]
+        [f"datasets/same/{first.version}/{DATA_FILE}", f"datasets/same/{first.version}/{META_FILE}",
+         "datasets/same/_latest.json", "datasets/same/_seq.json"]
     )
 
 
-def test_rewriting_old_content_makes_it_latest_again(store):
+def test_rewriting_old_content_never_moves_latest_back(store):
+    """An Airflow retry or clear of an old run re-writes old content: ``latest`` stays on the newer version."""
     a = store.write("flip", _frame(3))
     b = store.write("flip", _frame(4))
     assert store.ref("flip") == b
     again = store.write("flip", _frame(3))
-    assert again == a
-    assert store.ref("flip") == a
-    assert len(store.versions("flip")) == 2
+    assert again == a and again.sequence == a.sequence == 1 and b.sequence == 2
+    assert not again.move.moved and "backwards" in again.move.reason and again.move.current == b.version
+    assert store.ref("flip") == b
+    assert [r.version for r in store.versions("flip")] == [a.version, b.version]
+    assert store.versions("flip")[-1] == store.ref("flip")
 
 
 def test_different_content_gives_a_new_version_and_latest_is_the_newest(store):
@@ -218,16 +224,16 @@ class SimulatedCrash(RuntimeError):
 
 def _crash_on_metadata(monkeypatch, store: DatasetStore) -> list[str]:
     """Make the backend die when it is about to write a commit marker; returns the keys it wrote."""
-    original = store.backend.put_bytes
+    original = store.backend.put_if_absent
     written: list[str] = []
 
-    def put_bytes(key: str, data: bytes) -> None:
+    def put_if_absent(key: str, data: bytes) -> bool:
         if key.endswith(META_FILE):
             raise SimulatedCrash(f"crash before writing {key}")
         written.append(key)
-        original(key, data)
+        return original(key, data)
 
-    monkeypatch.setattr(store.backend, "put_bytes", put_bytes)
+    monkeypatch.setattr(store.backend, "put_if_absent", put_if_absent)
     return written
 
 
@@ -238,8 +244,9 @@ def test_crash_before_commit_leaves_an_invisible_version_and_a_retry_commits_it(
         store.write("crashy", df)
 
     # the data file is there, but without its commit marker no reader sees it
-    orphans = store.backend.list("datasets/crashy/")
+    orphans = [k for k in store.backend.list("datasets/crashy/") if k.count("/") == 3]
     assert len(orphans) == 1 and orphans[0].endswith(f"/{DATA_FILE}")
+    assert not store.backend.exists("datasets/crashy/_latest.json")
     assert store.versions("crashy") == []
     with pytest.raises(StorageError, match="'crashy' has no committed version") as err:
         store.ref("crashy")

@@ -7,6 +7,7 @@ from mlsys.datasets import VIDEO_PREDICTIONS_PREFIX
 from mlsys.errors import DataError, SpecError
 from mlsys.storage import DatasetStore
 from mlsys.streaming import watermark
+from mlsys.streaming.predictions import read_predictions
 from mlsys.streaming.stage import StreamSpec, run
 from mlsys.streaming.video import VideoError
 
@@ -18,8 +19,7 @@ def _put(store, seq, path, stream="camera"):
 
 
 def _frames(store, stream="camera"):
-    mark = watermark.read(store, stream)
-    return store.read(VIDEO_PREDICTIONS_PREFIX + stream, mark.predictions)["frame"].tolist()
+    return read_predictions(store, stream)["frame"].tolist()
 
 
 def test_segments_are_committed_in_order_and_state_carries_over(mlsys_home, segment_files):
@@ -35,7 +35,7 @@ def test_segments_are_committed_in_order_and_state_carries_over(mlsys_home, segm
     _put(store, 3, seg[2])
     second = run(StreamSpec(**SMALL, batch_frames=2))  # resumed by boxes, two frames a batch, from pixels' state
     assert second.segments == [3]
-    table = store.read(VIDEO_PREDICTIONS_PREFIX + "camera", watermark.read(store, "camera").predictions)
+    table = read_predictions(store, "camera")
     assert table["frame"].tolist() == list(range(24))
     assert table["segment"].tolist() == [1] * 8 + [2] * 8 + [3] * 8
     # the engine resumed from the committed state: segment 3's first frame was not a full refresh

@@ -32,7 +32,7 @@ def test_trigger_fires_once_per_new_segment_past_the_watermark(mlsys_home, segme
 def test_trigger_stays_quiet_when_everything_is_committed(mlsys_home, segment_files):
     store = DatasetStore()
     store.backend.put_file(watermark.segment_key("camera", 1), Path(segment_files["segments"][0]))
-    watermark.commit(store, "camera", watermark.Watermark(segment=1, frames=8))
+    watermark.commit(store, "camera", watermark.Watermark(segment=1, frames=8), watermark.Watermark())
 
     async def scenario():
         events = SegmentTrigger(storage_uri=store.root_uri, poll_interval=0.05).run()

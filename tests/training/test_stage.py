@@ -152,3 +152,20 @@ def test_character_ngram_sizes_parse():
 def test_bad_spec_names_the_field_and_value(field, value):
     with pytest.raises(SpecError, match=rf"TrainSpec\.{field}={value!r} is invalid"):
         TrainSpec(**{field: value})
+
+
+def test_the_checkpoint_key_follows_the_resolved_dataset_version(mlsys_home):
+    """A retry after `validated` moved must not resume a checkpoint cut on the old data; the same data resumes."""
+    from mlsys.storage import DatasetRef
+    from mlsys.training.stage import checkpoint_uri
+
+    store = DatasetStore()
+    spec = TrainSpec(strategy="ddp", checkpoint_key="mlsys_training.train.run-1")  # dataset_version="validated"
+    old, new = (DatasetRef(name=LABELED, version=v * 64, uri="", rows=10) for v in "ab")
+    first = checkpoint_uri(spec, store, old)
+    assert first.startswith(f"{store.root_uri.rstrip('/')}/checkpoints/train/mlsys_training.train.run-1-")
+    assert checkpoint_uri(spec, store, old) == first, "a retry on the same version resumes"
+    assert checkpoint_uri(spec, store, new) != first, "a retry on another version starts afresh"
+    # what counts is the version resolved, not how it was named
+    pinned = TrainSpec(strategy="ddp", checkpoint_key=spec.checkpoint_key, dataset_version=old.version)
+    assert checkpoint_uri(pinned, store, old) == first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,3 +89,40 @@ def test_more_stages_than_devices_fails_before_spawning(mlsys_home, monkeypatch)
     spec = TrainSpec(dataset_version=version, strategy="pipeline", nproc=2, **SMALL)
     with pytest.raises(SpecError, match=r"TrainSpec\.nproc=2 is invalid: only 1 cpu device\(s\) here"):
         run(spec)
+
+
+def test_a_retry_resumes_only_a_checkpoint_of_the_data_it_resolved(mlsys_home, capsys):
+    """Same checkpoint_key, `validated` as the version: a retry resumes; once `validated` moved, it starts afresh."""
+    store = DatasetStore()
+    first = _labeled(store)
+    store.tag(LABELED, first, "validated")
+    spec = TrainSpec(strategy="ddp", nproc=2, checkpoint_every=3, checkpoint_key="nightly-train-1", **SMALL)
+    run(spec)
+    assert '"kind": "resumed"' not in capsys.readouterr().out
+    run(spec)  # an Airflow retry of the same try: the last committed checkpoint is there
+    assert '"kind": "resumed"' in capsys.readouterr().out
+
+    df = store.read(LABELED, first)
+    second = store.write(LABELED, df.assign(weight=df["weight"] * 0.5)).version  # other data, validated since
+    store.tag(LABELED, second, "validated")
+    result = run(spec)
+    assert result.dataset.version == second
+    assert '"kind": "resumed"' not in capsys.readouterr().out, "resumed a checkpoint cut on the old data"
+    folders = list((Path(store.root_uri) / "checkpoints" / "train").glob("nightly-train-1-*"))
+    assert len(folders) == 2, "one checkpoint folder per resolved version"
+
+
+def test_the_stage_arms_the_launchers_watchdog(mlsys_home, monkeypatch):
+    from mlsys.training import stage
+    from mlsys.training.parallel import launcher
+
+    seen = {}
+
+    def fake_launch(target, nproc, **kwargs):
+        seen.update(kwargs)
+        raise launcher.LaunchError("stopped by the test")
+
+    monkeypatch.setattr(launcher, "launch", fake_launch)
+    with pytest.raises(launcher.LaunchError, match="stopped by the test"):
+        run(TrainSpec(dataset_version=_labeled(DatasetStore()), strategy="ddp", nproc=2, **SMALL))
+    assert seen["silence_s"] == stage.JOB_SILENCE_S == 900 and 0 < seen["timeout_s"] == stage.JOB_TIMEOUT_S < 2 * 3600

@@ -25,6 +25,7 @@ from typing import Any
 
 from mlsys.datasets import CARDINALITY, GOLD, LABELED, LABELED_COLUMNS, TEST, UNLABELED
 from mlsys.errors import SpecError
+from mlsys.faults import failpoint
 from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 
@@ -143,6 +144,7 @@ def _run_store(spec: LabelSpec, lfs) -> LabelResult:
         created_by={"mlflow_run_id": tracker.active_run_id()},
         extra={"lfs": spec.lfs, "model": report.chosen},
     )
+    failpoint("label.written")  # the fault suite kills the task here: the retry must write the same version
     _log(spec, report, inputs={"unlabeled": unl_ref, "gold": gold_ref, "test": test_ref}, output=ref)
     return _result(report, labeled=ref)
 

@@ -1,9 +1,10 @@
 """The evaluate-and-register stage: the champion/challenger gate.
 
+    read the champion's version V               fails closed: only "no such model/alias" means no champion
     new model --register--> version N, alias "challenger"
-    score challenger and current champion on the same held-out test split
+    score challenger and champion V (by version) on the same held-out test split
     challenger beats champion on the gate metric (or no champion yet)
-        --> alias "champion" moves to version N
+        --> alias "champion" moves to version N, by compare-and-set against V (registry/gate.py)
         --> POST {serve_url}/reload, if a server is configured ($MLSYS_SERVE_URL)
 
 The reload call only shortens the delay: servers also poll the alias. So a
@@ -19,7 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlsys.datasets import CHALLENGER, CHAMPION, TEST
+from mlsys.datasets import CHALLENGER, LABELED, TEST
+from mlsys.faults import failpoint
 from mlsys.settings import settings
 from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
@@ -118,36 +120,66 @@ def _reload_server(url: str, model: str, version: str) -> dict[str, Any]:
     return {"url": url, "ok": True, "answer": answer}
 
 
+def _register(client, model_uri: str, name: str):
+    """Register ``model_uri`` under ``name`` once: a retry finds the version its killed attempt registered."""
+    import mlflow
+
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        if mv.source == model_uri:
+            log.info("%s is already version %s of %s (an earlier attempt registered it)", model_uri, mv.version, name)
+            return mv
+    return mlflow.register_model(model_uri, name)
+
+
+def _test_split(store: DatasetStore, spec: EvaluateSpec, client):
+    """The test split to score on: the one named, else the test split of the ingest snapshot the model was trained
+    on (so a later ingest with another test group never makes the gate score a model on rows it trained on), else
+    the latest (a model trained outside the pipeline)."""
+    import mlflow
+
+    if spec.test_version != "latest":
+        return store.ref(TEST, spec.test_version)
+    from mlsys.errors import StorageError
+
+    run_id = mlflow.models.get_model_info(spec.model_uri).run_id
+    trained_on = client.get_run(run_id).data.tags.get(f"mlsys.input.{LABELED}") if run_id else None
+    if not trained_on:
+        log.warning("%s names no %s version it was trained on: scoring on %s@latest", spec.model_uri, LABELED, TEST)
+        return store.ref(TEST, "latest")
+    try:
+        snapshot = store.snapshot_of(LABELED, trained_on)
+    except StorageError as exc:  # data written before ingest snapshots existed
+        log.warning("%s@%s descends from no ingest snapshot (%s): scoring on %s@latest", LABELED, trained_on, exc, TEST)
+        return store.ref(TEST, "latest")
+    return store.ref(TEST, snapshot.id)
+
+
 def run(spec: EvaluateSpec) -> EvaluateResult:
     import mlflow
-    from mlflow.exceptions import MlflowException
 
+    from mlsys.registry import gate as gates
     from mlsys.tracking import tracker
 
     tracker.configure()
     client = mlflow.MlflowClient()
+    current = gates.champion_version(client, spec.name)  # first: an unreadable champion stops everything
     store = DatasetStore(spec.storage_uri or None)
-    test_ref = store.ref(TEST, spec.test_version)
+    test_ref = _test_split(store, spec, client)
     test = store.read(TEST, test_ref.version)
 
     challenger = _score(spec.model_uri, test)
-    try:
-        current = client.get_model_version_by_alias(spec.name, CHAMPION)
-    except MlflowException:
-        current = None
-    champion = _score(f"models:/{spec.name}@{CHAMPION}", test) if current else {}
-
-    mv = mlflow.register_model(spec.model_uri, spec.name)
+    mv = _register(client, spec.model_uri, spec.name)
     client.set_registered_model_alias(spec.name, CHALLENGER, mv.version)
+    failpoint("evaluate.registered")  # the fault suite kills the task here: the retry must not register again
     for k, v in challenger.items():
         client.set_model_version_tag(spec.name, mv.version, f"test_{k}", f"{v:.4f}")
     client.set_model_version_tag(spec.name, mv.version, "test_dataset", test_ref.label)
 
     gate = spec.gate_metric
-    promoted = current is None or challenger[gate] > champion[gate]
-    if promoted:
-        client.set_registered_model_alias(spec.name, CHAMPION, mv.version)
-    champion_version = mv.version if promoted else current.version
+    decision = gates.promote_if_better(client, spec.name, str(mv.version), challenger, gate, current,
+                                       lambda uri: _score(uri, test))
+    promoted, champion = decision.promoted, decision.champion_metrics
+    champion_version = decision.champion_version
     serve_reload = _reload_server(spec.reload_url, spec.name, str(mv.version)) if promoted and spec.reload_url else {}
 
     if mlflow.active_run() is not None:
@@ -155,7 +187,8 @@ def run(spec: EvaluateSpec) -> EvaluateResult:
         mlflow.log_metrics({f"challenger_{k}": v for k, v in challenger.items()})
         mlflow.log_metrics({f"champion_{k}": v for k, v in champion.items()})
         mlflow.log_params({"model_name": spec.name, "model_version": mv.version, "gate_metric": gate})
-        mlflow.set_tags({"mlsys.promoted": str(promoted), "mlsys.champion_version": str(champion_version)})
+        mlflow.set_tags({"mlsys.promoted": str(promoted), "mlsys.champion_version": str(champion_version),
+                         "mlsys.gate_rounds": str(decision.rounds)})
         if serve_reload:
             mlflow.set_tag("mlsys.serve_reload", "ok" if serve_reload["ok"] else f"failed: {serve_reload['error']}"[:5000])
     return EvaluateResult(

@@ -1,15 +1,21 @@
 """The stream stage: video segments in, per-frame predictions out, incrementally and exactly once.
 
     segments after the watermark ─decode─► engine (state carried from the last commit) ─► per-frame rows
-        per segment: predictions dataset version (all frames so far) ─► engine state ─► watermark (commit)
+        per segment: its predictions (one small dataset version) ─► engine state ─► watermark (compare-and-set)
 
 Each segment is a micro-batch and is committed on its own: a corrupt segment
 or one that arrives out of order stops the run with a clear error after the
-segments before it are committed. The predictions hold only deterministic
-columns, so a retry after a crash between the dataset write and the
-watermark writes the same content, hence the same version: no frame is
-skipped or duplicated. ``video`` streams one local file instead (``mlsys
-stream --video PATH``), without a watermark.
+segments before it are committed. A segment's predictions are a dataset
+version of their own, chained to the previous segment's, so storage grows
+with the segment, not with the stream (``predictions.read_predictions``
+reads them back as one table). They hold only deterministic columns, so a
+retry after a crash between the writes and the watermark writes the same
+content, hence the same version: no frame is skipped or duplicated. The
+watermark moves by compare-and-set from what this run read: a run that
+another writer overtook is refused (``WatermarkConflict``) and never moves it
+back. After each commit the state blobs before it are pruned. ``video``
+streams one local file instead (``mlsys stream --video PATH``), without a
+watermark.
 
 Timing, changed area, speedup and (sampled) error against full inference go
 to MLflow, with a plot of the per-frame changed share and latency.
@@ -25,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from mlsys.errors import DataError
-from mlsys.datasets import VIDEO_PREDICTIONS_PREFIX
 from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
-from mlsys.streaming import watermark
+from mlsys.streaming import predictions, watermark
 from mlsys.streaming.incremental.config import MODES
 from mlsys.streaming.incremental.presets import PRESETS
 
@@ -82,7 +87,7 @@ class StreamResult:
     segments: list[int]
     frames: int
     watermark: dict[str, Any]
-    predictions: DatasetRef | None
+    predictions: DatasetRef | None  # the last segment's version; predictions.read_predictions reads them all
     metrics: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -126,13 +131,12 @@ def run(spec: StreamSpec) -> StreamResult:
     import pyarrow as pa
     import torch
 
+    from mlsys.model.cnn import build_cnn
     from mlsys.streaming.incremental.engine import FrameSizeError, IncrementalEngine
     from mlsys.streaming.video import read_video
     from mlsys.tracking import tracker
-    from mlsys.model.cnn import build_cnn
 
     store = DatasetStore(spec.storage_uri or None)
-    name = VIDEO_PREDICTIONS_PREFIX + spec.stream
     model = build_cnn(spec.model, width=spec.width, num_classes=1000, seed=spec.seed)
     engine = IncrementalEngine(model, (3, spec.size, spec.size), spec.engine_config())
     size = (spec.size, spec.size) if spec.resize else None
@@ -146,7 +150,6 @@ def run(spec: StreamSpec) -> StreamResult:
             todo, gap = todo[:spec.max_segments], gap if len(todo) <= spec.max_segments else None
         if mark.state:  # the base frame the last committed segment ended on: rebuild the views from it
             engine.materialise(torch.load(io.BytesIO(store.get_bytes(mark.state)), weights_only=True))
-    table = store.read_table(name, mark.predictions) if mark.predictions else None
 
     shares, latencies, errors, agree, full_lat, flops = [], [], [], [], [], []
     done: list[int] = []
@@ -170,21 +173,20 @@ def run(spec: StreamSpec) -> StreamResult:
             shares += [s.box_share for s in stats]
             latencies += [s.latency_s for s in stats]
             flops += [s.min_flops for s in stats]
-            new = pa.table(_rows(spec.stream, seq, mark.frames, out, stats))
-            table = new if table is None else pa.concat_tables([table, new])
-            ref = store.write(name, table, sources={"stream": spec.stream, "video": str(spec.video or key)},
-                              created_by={"mlflow_run_id": tracker.active_run_id()},
-                              extra={"stream": spec.stream, "last_segment": seq, "frames": table.num_rows,
-                                     "mode": spec.mode, "model": f"{spec.model}@{spec.width}/seed{spec.seed}"})
-            state_key = ""
+            rows = pa.table(_rows(spec.stream, seq, mark.frames, out, stats))
+            ref = predictions.write_segment(
+                store, spec.stream, seq, mark.frames, rows, mark.predictions,
+                sources={"stream": spec.stream, "video": str(spec.video or key)},
+                created_by={"mlflow_run_id": tracker.active_run_id()},
+                extra={"mode": spec.mode, "model": f"{spec.model}@{spec.width}/seed{spec.seed}"})
+            new = watermark.Watermark(seq, mark.frames + rows.num_rows, ref.version)
             if not spec.video:
                 buf = io.BytesIO()
                 torch.save(engine.views.tensors[engine.input_name][0].clone(), buf)
-                state_key = f"{watermark.prefix(spec.stream)}/state/{seq:06d}.pt"
-                store.put_bytes(state_key, buf.getvalue())
-            mark = watermark.Watermark(seq, table.num_rows, ref.version, state_key)
-            if not spec.video:
-                watermark.commit(store, spec.stream, mark)  # the commit point: only now do these frames count
+                new = replace(new, state=watermark.put_state(store, spec.stream, seq, buf.getvalue()))
+                watermark.commit(store, spec.stream, new, mark)  # the commit point: only now do these frames count
+                watermark.prune(store, spec.stream, new)
+            mark = new
             done.append(seq)
     finally:
         metrics = _metrics(engine, shares, latencies, errors, agree, full_lat, flops, time.perf_counter() - started)

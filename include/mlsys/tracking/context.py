@@ -17,6 +17,9 @@ class RunContext:
     run_id: str | None = None
     task_id: str | None = None
     try_number: int | None = None
+    # A mapped task instance's index; -1: not mapped. None: unknown, so the tracker cannot tell a task's tries
+    # from its mapped siblings and neither reopens nor supersedes runs (stage_run).
+    map_index: int | None = None
 
     @property
     def in_airflow(self) -> bool:
@@ -31,6 +34,8 @@ class RunContext:
                 "airflow.task_id": self.task_id or "",
                 "airflow.try_number": str(self.try_number or 1),
             }
+            if self.map_index is not None and self.map_index >= 0:
+                tags["airflow.map_index"] = str(self.map_index)
         return tags
 
     @classmethod

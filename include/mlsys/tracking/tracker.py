@@ -6,6 +6,14 @@
 
 The parent is found by its tags, or created by the first task of the DAG run,
 so tasks in separate processes (or on separate Celery workers) share it.
+
+A task's run is one per try. A SIGKILLed try leaves its run RUNNING (nothing
+ends it); the next try marks it FAILED with ``mlsys.failure_cause`` and links
+to it (``mlsys.previous_attempt_run_id``). A task process that starts again
+within the same try (its run already exists) reopens that run instead of
+opening a second one. Both need the task instance's map index in the context
+(``RunContext.map_index``, -1 when not mapped): without it, mapped siblings
+of one try would look like one task, so nothing is reopened or superseded.
 """
 
 from __future__ import annotations
@@ -61,19 +69,45 @@ def experiment_id(name: str) -> str:
         return exp.experiment_id
 
 
+# Tags that tie an MLflow run to its Airflow task instance try (RunContext.tags()).
+FAILURE_CAUSE, PREVIOUS_ATTEMPT, REOPENED = "mlsys.failure_cause", "mlsys.previous_attempt_run_id", "mlsys.reopened"
+_UNQUOTABLE = ("'", '"', "\\")
+
+
+def tag_clause(key: str, value: str) -> str:
+    """An MLflow filter clause for ``tags.`key` = value`` that survives any characters in ``value``.
+
+    MLflow's filter syntax has no escape character: a value is cut out of its quotes as it stands. So a value
+    with a single quote goes in double quotes, and one with both kinds of quote (or a backslash, which the
+    tokenizer reads as an escape) becomes a LIKE pattern with ``_`` in their place. A LIKE clause can match
+    more runs than the value (``_`` and ``%`` are wildcards): filter the results with ``tags_match``.
+    """
+    if not any(c in value for c in _UNQUOTABLE):
+        return f"tags.`{key}` = '{value}'"
+    if '"' not in value and "\\" not in value:
+        return f'tags.`{key}` = "{value}"'
+    pattern = "".join("_" if c in _UNQUOTABLE else c for c in value)
+    return f"tags.`{key}` LIKE '{pattern}'"
+
+
+def tags_match(run: Any, tags: dict[str, str]) -> bool:
+    """Whether ``run`` carries exactly these tag values (a search by ``tag_clause`` may return a superset)."""
+    return all(run.data.tags.get(k) == v for k, v in tags.items())
+
+
+def search_tagged(client: Any, exp_id: str, tags: dict[str, str], order_by: list[str] | None = None) -> list:
+    """The runs of ``exp_id`` with exactly these tag values, oldest first unless ``order_by`` says otherwise."""
+    found = client.search_runs([exp_id], filter_string=" and ".join(tag_clause(k, v) for k, v in tags.items()),
+                               order_by=order_by or ["attributes.start_time ASC"])
+    return [r for r in found if tags_match(r, tags)]
+
+
 def _parent_run_id(exp_id: str, ctx: RunContext) -> str:
     import mlflow
 
     client = mlflow.MlflowClient()
-    found = client.search_runs(
-        [exp_id],
-        filter_string=(
-            f"tags.`mlsys.role` = 'dag_run' and tags.`airflow.dag_id` = '{ctx.dag_id}' "
-            f"and tags.`airflow.run_id` = '{ctx.run_id}'"
-        ),
-        max_results=1,
-        order_by=["attributes.start_time ASC"],
-    )
+    found = search_tagged(client, exp_id, {"mlsys.role": "dag_run", "airflow.dag_id": ctx.dag_id,
+                                           "airflow.run_id": ctx.run_id})
     if found:
         return found[0].info.run_id
     url = airflow_run_url(ctx.dag_id, ctx.run_id)
@@ -97,9 +131,50 @@ def run_url(run_id: str, exp_id: str) -> str:
     return f"{settings().mlflow_ui_url}/#/experiments/{exp_id}/runs/{run_id}"
 
 
+def _try_of(run: Any) -> int:
+    try:
+        return int(run.data.tags.get("airflow.try_number", "1"))
+    except ValueError:
+        return 1
+
+
+def _task_runs(client: Any, exp_id: str, ctx: RunContext) -> list:
+    """The runs of every try of this task instance (same DAG, DAG run, task and map index), oldest first."""
+    tags = ctx.tags()
+    keys = {k: tags[k] for k in ("airflow.dag_id", "airflow.run_id", "airflow.task_id")}
+    mapped = tags.get("airflow.map_index")
+    return [r for r in search_tagged(client, exp_id, keys) if r.data.tags.get("airflow.map_index") == mapped]
+
+
+def _settle_earlier_tries(client: Any, exp_id: str, ctx: RunContext) -> tuple[str | None, dict[str, str]]:
+    """Before a try opens its run: end what earlier tries left RUNNING, and find this try's own run.
+
+    Returns (the run this try already has, or None; tags for the run: the link to the previous attempt's run).
+    A run that an earlier try left RUNNING was killed (SIGKILL, OOM, a lost worker: nothing ended it): it is
+    marked FAILED with the cause, so no run of a finished task stays RUNNING.
+    """
+    from mlflow.entities import RunStatus
+
+    this_try = ctx.try_number or 1
+    runs = _task_runs(client, exp_id, ctx)
+    own = [r for r in runs if _try_of(r) == this_try]
+    earlier = [r for r in runs if _try_of(r) < this_try]
+    for r in earlier:
+        if r.info.status == RunStatus.to_string(RunStatus.RUNNING):
+            client.set_tag(r.info.run_id, FAILURE_CAUSE, f"killed: superseded by try {this_try}")
+            client.set_terminated(r.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+    previous = max(earlier, key=lambda r: (_try_of(r), r.info.start_time or 0), default=None)
+    link = {PREVIOUS_ATTEMPT: previous.info.run_id} if previous is not None else {}
+    return (own[0].info.run_id if own else None), link
+
+
 @contextlib.contextmanager
 def stage_run(ctx: RunContext) -> Iterator[Any]:
-    """Open the MLflow run for one stage execution; nested under the DAG run's parent in Airflow."""
+    """Open the MLflow run for one stage execution; nested under the DAG run's parent in Airflow.
+
+    In Airflow, with the map index known, one run per task try: earlier tries' runs left RUNNING are marked
+    FAILED and linked from this one, and a process that restarts within a try reopens the try's run.
+    """
     import mlflow
     from mlflow.entities import RunStatus
 
@@ -108,7 +183,18 @@ def stage_run(ctx: RunContext) -> Iterator[Any]:
     parent = _parent_run_id(exp_id, ctx) if ctx.in_airflow else None
     name = ctx.task_id or ctx.stage
     client = mlflow.MlflowClient()
-    with mlflow.start_run(experiment_id=exp_id, run_name=name, parent_run_id=parent, tags=ctx.tags()) as run:
+    tags = ctx.tags()
+    own = None
+    if ctx.in_airflow and ctx.map_index is not None:
+        own, link = _settle_earlier_tries(client, exp_id, ctx)
+        tags |= link
+    if own is not None:
+        reopened = client.get_run(own).data.tags.get(REOPENED, "0")
+        tags[REOPENED] = str(int(reopened) + 1 if reopened.isdigit() else 1)
+        opened = mlflow.start_run(run_id=own, tags=tags)
+    else:
+        opened = mlflow.start_run(experiment_id=exp_id, run_name=name, parent_run_id=parent, tags=tags)
+    with opened as run:
         try:
             yield run
         except BaseException:

@@ -8,7 +8,8 @@ Strategies (``TrainSpec.strategy``): ``single`` trains in this process;
 with torchrun (gloo on cpu, NCCL on cuda), stream its log, and log rank 0's
 metrics, the partition, stage times, bubble and schedule plot to MLflow. They
 checkpoint every ``checkpoint_every`` steps under ``<storage>/checkpoints/train/<key>``;
-a rerun with the same ``checkpoint_key`` (an Airflow retry) resumes there.
+a rerun with the same ``checkpoint_key`` (an Airflow retry) on the same resolved
+dataset version resumes there. A watchdog ends a job that hangs (``JOB_SILENCE_S``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from mlsys.datasets import LABELED, trainable
 from mlsys.errors import DataError, SpecError
+from mlsys.faults import failpoint
 from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 from mlsys.training.parallel import plan
@@ -156,6 +158,7 @@ def run(spec: TrainSpec) -> TrainResult:
         mlflow.log_metrics(metrics)
         _log_curve(summary["history"])
         model_uri = log_model(model, featurizer, mcfg, df["text"].head(5).tolist())
+    failpoint("train.logged")  # the fault suite kills the task here: the retry's run replaces this one
     return TrainResult(dataset=ref, model_uri=model_uri, run_id=tracker.active_run_id(), train_rows=len(df), metrics=metrics)
 
 
@@ -174,11 +177,22 @@ def _job_config(spec: TrainSpec, mcfg, checkpoint_uri: str):
 
 
 def checkpoint_uri(spec: TrainSpec, store: DatasetStore, ref: DatasetRef) -> str:
-    """<storage root>/checkpoints/train/<key>: the spec's key, or a fresh one (no resume)."""
+    """<storage root>/checkpoints/train/<key>-<digest>: the spec's key, or a fresh one (no resume).
+
+    The digest covers the spec and the dataset version this run resolved, not the name it asked for:
+    a retry after ``validated`` moved never resumes a checkpoint cut on other data, and a changed spec
+    never resumes another's state.
+    """
     key = spec.checkpoint_key or f"{ref.version[:12]}-{uuid.uuid4().hex[:12]}"
-    digest = hashlib.sha256(json.dumps({**spec.__dict__, "checkpoint_key": "", "storage_uri": ""},
-                                       sort_keys=True).encode()).hexdigest()[:8]
-    return f"{store.root_uri.rstrip('/')}/checkpoints/train/{key}-{digest}"  # a changed spec never resumes another's state
+    fields = {**spec.__dict__, "checkpoint_key": "", "storage_uri": "", "dataset_version": f"{ref.name}@{ref.version}"}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{store.root_uri.rstrip('/')}/checkpoints/train/{key}-{digest}"
+
+
+# The torchrun watchdog: no log line from any rank for 15 min is a hang (NCCL's own 10 min collective timeout
+# fails first, with its message; gloo's is 30 min); the whole job ends before DEFAULT_ARGS' 2 h execution_timeout.
+JOB_SILENCE_S = 15 * 60.0
+JOB_TIMEOUT_S = 100 * 60.0
 
 
 def _run_distributed(spec: TrainSpec, store: DatasetStore, ref: DatasetRef, df, featurizer, mcfg) -> TrainResult:
@@ -223,7 +237,8 @@ def _run_distributed(spec: TrainSpec, store: DatasetStore, ref: DatasetRef, df, 
                     "proba": torch.tensor(np.stack(df["label_proba"].to_numpy()), dtype=torch.float32)},
                    work / "data.pt")
         (work / "job.json").write_text(json.dumps(cfg.to_json()))
-        launch(["-m", "mlsys.training.parallel.job", str(work)], spec.nproc, on_line=on_line)
+        launch(["-m", "mlsys.training.parallel.job", str(work)], spec.nproc, on_line=on_line,
+               timeout_s=JOB_TIMEOUT_S, silence_s=JOB_SILENCE_S)
         summary = json.loads((work / "result.json").read_text())
         weights = torch.load(work / "result.pt", weights_only=True)
     finally:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsys.errors import ValidationFailed
+from mlsys.faults import failpoint
 from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 from mlsys.storage.table_file import read_table
@@ -206,6 +207,7 @@ def run(spec: ValidateSpec) -> ValidateResult:
         )
     if not spec.data and released is None:
         store.tag(ref.name, ref.version, "validated")
+        failpoint("validate.tagged")  # the fault suite kills the task here: the retry must move nothing back
     return ValidateResult(dataset=ref, success=success, evaluated=evaluated, failed=failed,
                           anomalies=[a.to_json() for a in found], schema_version=schema.version,
                           quarantine=quarantined, released=released, proposal=record["proposal"])

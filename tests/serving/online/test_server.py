@@ -21,6 +21,8 @@ from mlsys.bench.harness import free_port
 from mlsys.bench.serve import stop
 
 SERVE_MODEL = "spam-serve-test"
+FAULTY = Path(__file__).with_name("faulty_serve.py")  # mlsys serve whose model raises on FAIL_TEXT
+FAIL_TEXT = "__fail_inside_the_model__"
 
 
 def serve_env(home: Path) -> dict[str, str]:
@@ -33,14 +35,17 @@ def _as_a_background_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a non-interactive shell's `cmd &` hands its job
 
 
-def start_server(home: Path, port: int, *extra: str, background: bool = False) -> subprocess.Popen:
+def start_server(home: Path, port: int, *extra: str, background: bool = False, faulty: bool = False,
+                 ready: str = "/ready") -> subprocess.Popen:
+    """``mlsys serve`` (``faulty``: whose model fails on FAIL_TEXT), once ``ready`` answers 200."""
     from mlsys.bench.serve import wait_http
 
     log = open(home / f"serve-{port}.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "mlsys.cli", "serve", "--port", str(port), *extra],
+    program = [str(FAULTY)] if faulty else ["-m", "mlsys.cli"]
+    proc = subprocess.Popen([sys.executable, *program, "serve", "--port", str(port), *extra],
                             env=serve_env(home), stdout=log, stderr=subprocess.STDOUT,
                             preexec_fn=_as_a_background_job if background else None)
-    wait_http(f"http://127.0.0.1:{port}/ready", proc, timeout_s=120)
+    wait_http(f"http://127.0.0.1:{port}{ready}", proc, timeout_s=120)
     return proc
 
 
@@ -73,6 +78,13 @@ def call(port: int, path: str, body=None, raw: bytes | None = None, method: str 
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+def counted(port: int) -> dict[str, float]:
+    """mlsys_requests_total by status code."""
+    text = call(port, "/metrics")[2].decode()
+    return {line.split('code="')[1].split('"')[0]: float(line.split()[-1])
+            for line in text.splitlines() if line.startswith("mlsys_requests_total{")}
 
 
 def metric(port: int, name: str) -> float:
@@ -130,6 +142,60 @@ def test_bad_requests_get_4xx_naming_the_field_and_never_reach_the_model(server,
     assert json.loads(body)["field"] == field and json.loads(body)["error"].startswith(field + ":")
     assert metric(port, "mlsys_batch_size_records_count") == batches
     assert call(port, "/predict", {"text": "still serving"})[0] == 200
+
+
+BOMB_BRACKETS = b"[" * 19_000  # under the test server's 20 000-byte limit; Python's parser gives up at ~1000
+
+
+@pytest.mark.parametrize("raw,status,field,says", [
+    (BOMB_BRACKETS, 400, "body", "nested too deeply"),
+    (b'{"a":' * 3000, 400, "body", "nested too deeply"),
+    (b'{"text": "x", "id": ' + b"7" * 5000 + b"}", 400, "body", "malformed JSON"),  # past 4300 digits: ValueError
+    (b'{"text": "\\ud800 lone"}', 422, "text", "lone surrogate"),
+    (b'{"text": "x", "id": ' + b"[" * 500 + b"]" * 500 + b"}", 422, "id", "nested deeper"),
+])
+def test_parse_failures_are_json_4xx_and_counted_under_their_code(server, raw, status, field, says):
+    _, port = server
+    before = counted(port)
+    got, headers, body = call(port, "/predict", raw=raw, method="POST")
+    assert (got, headers["content-type"]) == (status, "application/json")
+    assert json.loads(body)["field"] == field and says in json.loads(body)["error"]
+    after = counted(port)
+    assert after.get(str(status), 0) == before.get(str(status), 0) + 1
+    assert after.get("200") == before.get("200") and after.get("500") == before.get("500")
+
+
+def test_no_model_is_a_json_503_and_a_bomb_still_a_400(registry):
+    """The alias names no version: /predict says so in JSON; a 200 kB bracket bomb is a 400; both counted truly."""
+    port = free_port()
+    proc = start_server(registry.home, port, "--alias", "no-such-alias", ready="/health")
+    try:
+        status, headers, body = call(port, "/predict", {"text": "hello"})
+        assert status == 503 and headers["retry-after"] == "1" and json.loads(body) == {"error": "no model loaded yet; retry"}
+        status, headers, body = call(port, "/predict", raw=b"[" * 200_000, method="POST")
+        assert (status, headers["content-type"]) == (400, "application/json") and "nested" in json.loads(body)["error"]
+        status, _, body = call(port, "/no-such-path")
+        assert status == 404 and "/no-such-path" in json.loads(body)["error"]
+        assert call(port, "/predict")[0] == 405  # GET
+        assert counted(port) == {"503": 1, "400": 1}
+    finally:
+        stop(proc)
+
+
+def test_a_model_error_is_a_json_500_counted_as_500_and_the_server_goes_on(registry):
+    port = free_port()
+    proc = start_server(registry.home, port, "--poll-s", "60", faulty=True)
+    try:
+        status, headers, body = call(port, "/predict", [{"text": "fine"}, {"text": FAIL_TEXT}])
+        assert (status, headers["content-type"]) == (500, "application/json")
+        assert "RuntimeError: the model failed on purpose" in json.loads(body)["error"]
+        assert call(port, "/predict", {"text": "fine"})[0] == 200
+        assert counted(port) == {"500": 1, "200": 1}
+        assert metric(port, "mlsys_request_latency_seconds_count") == 1  # latency: answered requests only
+    finally:
+        stop(proc)
+    log = (registry.home / f"serve-{port}.log").read_text()
+    assert "/predict failed" in log and "Traceback" in log
 
 
 def test_health_ready_and_metrics(server):

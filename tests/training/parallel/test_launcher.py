@@ -1,11 +1,15 @@
-"""torchrun launcher: the log streams, a failing rank fails the launch with that rank's error."""
+"""torchrun launcher: the log streams, a failing rank fails the launch with that rank's error, a hang is killed."""
 
 from __future__ import annotations
 
+import re
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
+from mlsys.errors import SpecError
 from mlsys.training.parallel.launcher import LaunchError, emit, launch, parse_event
 
 WORKER = textwrap.dedent("""
@@ -53,3 +57,51 @@ def test_events_round_trip(capsys):
 def test_bad_process_count():
     with pytest.raises(ValueError, match=r"nproc=0 is invalid"):
         launch(["x.py"], 0)
+
+
+HANG_WORKER = Path(__file__).with_name("hang_worker.py")
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie waiting for init to reap it: either way nothing runs."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _hang(tmp_path, hang_rank: int, seconds: float, **limits) -> tuple[LaunchError, float, list[int]]:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    started = time.monotonic()
+    with pytest.raises(LaunchError) as info:
+        launch([str(HANG_WORKER), str(pids), str(hang_rank), str(seconds)], 2, on_line=lambda line: None,
+               grace_s=2, **limits)
+    took = time.monotonic() - started
+    left = [int(p) for f in pids.glob("rank-*") for p in f.read_text().split()]  # each rank and the agent
+    assert len(left) == 4, "both ranks started"
+    return info.value, took, left
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="names ranks from /proc (Linux)")
+def test_a_rank_silent_past_silence_s_is_killed_and_named(tmp_path):
+    """Rank 1 hangs without a word and ignores SIGTERM; rank 0 is done: the watchdog fires with no output."""
+    error, took, pids = _hang(tmp_path, hang_rank=1, seconds=600, silence_s=3)
+    assert re.search(r"printed no line for 3 s \(silence_s\).*silent rank 1 still running", str(error)), str(error)
+    assert took < 60, f"the watchdog took {took:.0f} s"
+    assert all(_gone(pid) for pid in pids), "no rank, and not the agent, outlives the launch"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="names ranks from /proc (Linux)")
+def test_the_overall_timeout_fires_without_output(tmp_path):
+    """Both ranks sleep in silence for 90 s; a 4 s limit ends the job long before (today's launcher waited)."""
+    error, took, pids = _hang(tmp_path, hang_rank=-1, seconds=90, timeout_s=4)
+    assert re.search(r"ran past its 4 s limit \(timeout_s\).*ranks 0, 1 still running", str(error)), str(error)
+    assert took < 60, f"the watchdog took {took:.0f} s"
+    assert all(_gone(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("limit", ["timeout_s", "silence_s"])
+def test_limits_must_be_positive(limit):
+    with pytest.raises(SpecError, match=rf"launch\.{limit}=0 is invalid"):
+        launch(["x.py"], 1, **{limit: 0})

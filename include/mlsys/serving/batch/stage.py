@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from mlsys.errors import DataError
 from mlsys.datasets import CHAMPION, PREDICTION_SHARDS, PREDICTIONS, UNLABELED
+from mlsys.errors import DataError
+from mlsys.faults import failpoint
 from mlsys.settings import settings
 from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
-
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,7 @@ def _score(spec: BatchSpec, start_stop: tuple[int, int] | None, out_name: str, e
         scored.close()
         reader.close()
         torch.set_num_threads(threads)
+    failpoint("batch.scored")  # the fault suite kills the task here: the retry must write the same version
     elapsed = time.perf_counter() - started
     result = BatchResult(predictions=out, model=model.label, rows=tally.rows, class_shares=tally.shares(),
                          rows_per_s=tally.rows / elapsed, extra=extra)

@@ -2,8 +2,9 @@
 
 Accepted bodies: one record ``{"text": "...", "id": ...}`` or a list of them.
 Every refusal is a ``BadRequest`` with an HTTP status and a message that
-names the field: ``body`` (size, JSON syntax, shape), ``records`` (count) or
-``[i].text`` (one record).
+names the field: ``body`` (size, JSON syntax or nesting, shape), ``records``
+(count) or ``[i].text`` / ``[i].id`` (one record). Any body the JSON parser
+cannot read, a nesting bomb ``[[[[...]]]]`` included, is a 400.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def parse(body: bytes, max_bytes: int, max_records: int, max_text_chars: int) ->
         raise BadRequest(400, "body", 'empty; send a JSON record {"text": "..."} or a list of them')
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:  # a nesting bomb, [[[[...]]]]: the parser gives up before the stack does
+        raise BadRequest(400, "body", "JSON nested too deeply to parse; send a JSON record or a list of records") from None
+    except ValueError as exc:  # bad syntax or UTF-8, an integer past Python's 4300 digits, ...
         raise BadRequest(400, "body", f"malformed JSON ({exc}); send a JSON record or a list of records") from None
     if isinstance(data, dict):
         records, single = [data], True
@@ -60,6 +63,34 @@ def parse(body: bytes, max_bytes: int, max_records: int, max_text_chars: int) ->
             raise BadRequest(422, f"{where}text", f"expected a string, got {type(text).__name__}")
         if len(text) > max_text_chars:
             raise BadRequest(413, f"{where}text", f"{len(text)} characters is over the limit of {max_text_chars}")
+        if not text.isascii() and not _encodable(text):
+            raise BadRequest(422, f"{where}text", "holds a lone surrogate escape (\\ud800-\\udfff); send valid Unicode")
+        rid = record.get("id")
+        if isinstance(rid, (dict, list)) and _depth(rid) > MAX_ID_DEPTH:
+            raise BadRequest(422, f"{where}id", f"nested deeper than {MAX_ID_DEPTH} levels; use a string or a number")
         texts.append(text)
-        ids.append(record.get("id"))
+        ids.append(rid)
     return Records(texts=texts, ids=ids, single=single)
+
+
+MAX_ID_DEPTH = 16  # an id is echoed back: a deep one would only cost the encoder
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar is 0), without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level <= MAX_ID_DEPTH:  # past the limit the answer is already known
+                todo.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest

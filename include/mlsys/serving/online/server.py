@@ -9,9 +9,16 @@
 A request: parse and check (4xx naming the field, never reaching the model) ->
 LRU cache -> adaptive batcher (503 + Retry-After when it would miss the SLO) ->
 one model thread scores the batch.
+
+Every error is a JSON body ``{"error": ...}`` with a true status, and
+``mlsys_requests_total`` counts /predict under that status: a body the JSON
+parser cannot read (a nesting bomb too) 400; a refused field 413 or 422; no
+model loaded 503 + Retry-After; an unexpected failure in the model or the
+server 500, logged with its traceback; unknown paths 404, wrong methods 405.
 """
 
 
+import asyncio
 import json  # no "from __future__ import annotations": FastAPI reads the handlers' annotations at runtime
 import logging
 import time
@@ -73,6 +80,18 @@ class Metrics:
         self.reloads = r.add(Gauge("mlsys_model_reloads_total", "Model loads by result."))
 
 
+class NoModel(RuntimeError):
+    """No model is loaded (yet): the request may be retried."""
+
+
+NO_MODEL = {"error": "no model loaded yet; retry"}
+
+
+def _internal(exc: BaseException, where: str) -> dict:
+    log.error("%s failed", where, exc_info=exc)
+    return {"error": f"internal error in {where}: {type(exc).__name__}: {exc}"[:500]}
+
+
 def _dumps(data) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -104,7 +123,10 @@ class PredictFastPath:
             chunks.append(chunk)
             size += len(chunk)
             more = message.get("more_body", False)
-        status, headers, body = await self.app.state.predict_body(length, b"".join(chunks))
+        try:
+            status, headers, body = await self.app.state.predict_body(length, b"".join(chunks))
+        except Exception as exc:  # noqa: BLE001 - predict_body answers every error itself; this is the last guard
+            status, headers, body = 500, {}, _dumps(_internal(exc, "/predict"))
         raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -126,7 +148,7 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None):
     def score(texts: list[str]):
         scorer = holder.scorer  # one snapshot per batch: a swap never splits a batch
         if scorer is None:
-            raise RuntimeError("no model loaded")
+            raise NoModel("no model loaded")
         scores = scorer.score_texts(texts)
         proba = scores.proba.tolist()
         return scorer.label, [(int(p), row) for p, row in zip(scores.prediction.tolist(), proba)]
@@ -154,6 +176,7 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None):
 
     app = FastAPI(title="mlsys serve", lifespan=lifespan)
     app.state.holder, app.state.batcher, app.state.cache, app.state.metrics = holder, batcher, cache, metrics
+    _json_errors(app)
 
     async def predict_body(content_length: str | None, body: bytes) -> tuple[int, dict[str, str], bytes]:
         """The whole /predict: (status, headers, JSON bytes). Shared by the FastAPI route and the fast path."""
@@ -166,8 +189,7 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None):
             records = parse(body, config.max_body_bytes, config.max_records, config.max_text_chars)
             label = holder.label
             if label is None:
-                status, headers, out = 503, {"Retry-After": "1"}, {"error": "no model loaded yet; retry"}
-                return status, headers, _dumps(out)
+                raise NoModel("no model loaded")
             results: list = [cache.get((label, t)) for t in records.texts]
             missing = [i for i, r in enumerate(results) if r is None]
             if missing:
@@ -187,6 +209,15 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None):
         except Overloaded as exc:
             status, headers = 503, {"Retry-After": str(exc.retry_after)}
             return status, headers, _dumps({"error": str(exc)})
+        except NoModel:
+            status, headers = 503, {"Retry-After": "1"}
+            return status, headers, _dumps(NO_MODEL)
+        except asyncio.CancelledError:
+            status = 499  # the request was abandoned (shutdown); nothing was answered
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model or server bug: a JSON 500, logged, counted as a 500
+            status = 500
+            return status, headers, _dumps(_internal(exc, "/predict"))
         finally:
             metrics.requests.inc(code=str(status))
             if status == 200:
@@ -235,6 +266,19 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None):
         return Response(metrics.registry.render(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+def _json_errors(app) -> None:
+    """The other routes' errors as JSON too: 404, 405 and an unexpected exception (500)."""
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return _json({"error": f"{request.method} {request.url.path}: {exc.detail}"}, exc.status_code, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, exc: Exception):
+        return _json(_internal(exc, request.url.path), 500)
 
 
 def serve(config: ServeConfig) -> int:

@@ -10,13 +10,21 @@ Workers report errors through ``rank_errors``: each rank that raises writes
 ``<error dir>/rank-<r>.json`` before the exception propagates, and the earliest
 one becomes the ``LaunchError`` message (the others are usually ranks torn down
 after the first failure).
+
+A watchdog fires with or without output: ``timeout_s`` bounds the whole job and
+``silence_s`` the time with no log line from any rank (a silent NCCL or gloo
+hang). Either ends the job's whole tree, the torchrun agent and every rank's
+session, with SIGTERM then SIGKILL, and raises ``LaunchError`` naming the ranks
+that were still running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import queue
 import re
 import shlex
 import signal
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from mlsys.settings import settings
+from mlsys.spec import require
 
 ERROR_DIR_ENV = "MLSYS_RANK_ERROR_DIR"
 EVENT_PREFIX = "MLSYS_EVENT "  # rank 0 prints machine-readable lines: MLSYS_EVENT {json}
@@ -51,34 +60,78 @@ def launch(
     on_line: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
     timeout_s: float | None = None,
+    silence_s: float | None = None,
+    grace_s: float = 10.0,
 ) -> None:
-    """Run ``torchrun ... target`` with nproc processes on this node; return when all ranks finish."""
-    if nproc < 1:
-        raise ValueError(f"nproc={nproc} is invalid: use at least 1 process")
+    """Run ``torchrun ... target`` with nproc processes on this node; return when all ranks finish.
+
+    A watchdog ends a job that hangs, with or without output: past ``timeout_s`` seconds in all, or once
+    no rank has printed a line for ``silence_s`` seconds, the agent and every rank get SIGTERM, then SIGKILL
+    after ``grace_s``, and ``LaunchError`` names the ranks still running. ``None`` = no limit.
+    """
+    require(nproc >= 1, "launch", "nproc", nproc, "use at least 1 process")
+    for name, value in (("timeout_s", timeout_s), ("silence_s", silence_s)):
+        require(value is None or value > 0, "launch", name, value, "use a positive number of seconds, or None")
     on_line = on_line or (lambda line: print(line, end="", flush=True))
     with tempfile.TemporaryDirectory(prefix="mlsys-ranks-") as errors:
         run_env = {**os.environ, **(env or {}), ERROR_DIR_ENV: errors}
         tail: deque[str] = deque(maxlen=40)
         by_rank: dict[str, deque[str]] = {}  # "[rankN]: ..." lines torch prints for an uncaught exception
+        # a session of its own: the watchdog signals the agent's group without touching the caller's
         proc = subprocess.Popen(torchrun_command(target, nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1, env=run_env, preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + timeout_s if timeout_s else None
+                                text=True, bufsize=1, env=run_env, preexec_fn=_die_with_parent,
+                                start_new_session=True)
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(proc.stdout, lines), name="torchrun-log", daemon=True)
+        reader.start()
+        started = last = time.monotonic()
         try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
+            while True:
+                now = time.monotonic()
+                if timeout_s and now - started > timeout_s:
+                    raise LaunchError(_overtime(timeout_s, proc))
+                if silence_s and now - last > silence_s:
+                    raise LaunchError(f"the job printed no line for {silence_s:g} s (silence_s), a hang, and was "
+                                      f"killed; silent {_running(proc.pid)}")
+                wake = min([now + 1.0] + ([started + timeout_s] if timeout_s else [])
+                           + ([last + silence_s] if silence_s else []))
+                try:
+                    line = lines.get(timeout=max(0.01, wake - now))
+                except queue.Empty:
+                    continue
+                if line is None:
+                    break
+                last = time.monotonic()
                 tail.append(line)
                 if m := RANK_LINE.match(line):
                     by_rank.setdefault(m.group(1), deque(maxlen=30)).append(m.group(2))
                 on_line(line)
-                if deadline and time.monotonic() > deadline:
-                    raise LaunchError(f"the job ran past its {timeout_s:.0f} s limit")
-            rc = proc.wait()
-        finally:
+            try:  # the log ended: the agent is exiting
+                rc = proc.wait(timeout=max(1.0, started + timeout_s - time.monotonic()) if timeout_s else None)
+            except subprocess.TimeoutExpired:
+                raise LaunchError(_overtime(timeout_s, proc)) from None
+        finally:  # a watchdog, a failing on_line, an Airflow task timeout or SIGTERM: no rank outlives the launch
             if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                kill_tree(proc, grace_s)
+            reader.join(timeout=grace_s)
+            if not reader.is_alive():
+                proc.stdout.close()
         if rc != 0:
             raise LaunchError(_failure(Path(errors), rc, "".join(tail), by_rank))
+
+
+def _overtime(timeout_s: float, proc: subprocess.Popen) -> str:
+    return f"the job ran past its {timeout_s:g} s limit (timeout_s) and was killed; {_running(proc.pid)}"
+
+
+def _pump(stream, lines: queue.Queue) -> None:
+    try:
+        for line in stream:
+            lines.put(line)
+    except (OSError, ValueError):
+        pass  # the pipe closed under the reader: the job is being torn down
+    finally:
+        lines.put(None)
 
 
 RANK_LINE = re.compile(r"^\[rank(\d+)\]:(.*\n?)")
@@ -105,6 +158,89 @@ def _failure(errors: Path, rc: int, tail: str, by_rank: dict[str, deque[str]]) -
     first = min(reports, key=lambda r: r["time"])
     return (f"rank {first['rank']} failed: {first['type']}: {first['message']}\n"
             f"{first['traceback']}(torchrun exit code {rc}; {len(reports)} rank(s) reported errors)")
+
+
+PROCFS = Path("/proc/self/stat").exists()  # Linux: the process tree and each rank's environment are readable
+
+
+def _proc_stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time) of a process, from /proc; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def _descendants(root: int) -> dict[int, int]:
+    """{pid: start time} of ``root`` and every live process under it; just ``{root: 0}`` without /proc."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*") if PROCFS else ():
+        stat = _proc_stat(int(entry.name))
+        if stat and stat[1] != "Z":
+            children.setdefault(stat[0], []).append(int(entry.name))
+            starts[int(entry.name)] = stat[2]
+    found, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        found[pid] = starts.get(pid, 0)
+        todo += children.get(pid, [])
+    return found
+
+
+def _alive(pid: int, start: int) -> bool:
+    if not PROCFS:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    stat = _proc_stat(pid)
+    return stat is not None and stat[1] != "Z" and (not start or stat[2] == start)  # not a reused pid
+
+
+def _signal(procs: dict[int, int], sig: int) -> None:
+    """Signal each live process and its process group (never the caller's own group)."""
+    own = os.getpgrp()
+    for pid, start in procs.items():
+        if not _alive(pid, start):
+            continue
+        with contextlib.suppress(OSError):
+            pgid = os.getpgid(pid)
+            if pgid != own:
+                os.killpg(pgid, sig)  # a rank's session holds its own children (data loaders) too
+            os.kill(pid, sig)
+
+
+def kill_tree(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the torchrun agent and every process under it (each rank runs in a session of its own),
+    then SIGKILL whatever is left after ``grace_s`` seconds; reap the agent."""
+    procs = _descendants(proc.pid)
+    _signal(procs, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the agent once it exits
+        if not any(_alive(pid, start) for pid, start in procs.items()):
+            break
+        time.sleep(0.05)
+    _signal(procs, signal.SIGKILL)
+    proc.wait()
+
+
+def _running(root: int) -> str:
+    """The ranks alive under the torchrun agent now, read from their environment (Linux)."""
+    ranks = set()
+    for pid in _descendants(root):
+        try:
+            env = dict(v.split(b"=", 1) for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in v)
+        except OSError:
+            continue
+        if pid != root and b"RANK" in env and b"LOCAL_RANK" in env:
+            ranks.add(int(env[b"RANK"]))
+    if not ranks:
+        return "no rank is known to be still running"
+    return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, sorted(ranks)))} still running"
 
 
 def _die_with_parent() -> None:
