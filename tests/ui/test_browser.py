@@ -296,6 +296,9 @@ def test_task_log_page_shows_the_stage_output(stack, chain, train_link, ui, shot
     # The train stage's own output: its result (model URI, final loss) and the MLflow run it logged to.
     for expected in ("'model_uri': 'models:/", "final_train_loss", mlflow_run_id):
         assert expected in text, f"{expected!r} not on the train task's log page:\n{text[-3000:]}"
+    # ... and its progress lines, earlier in the same log (the UI's list is virtualized: read them from the API)
+    full = stack.client.task_log("mlsys_training", run_id, "train")
+    assert "epoch 1/" in full and "train loss" in full, full[-3000:]
     shot(ui, shots, "08-log-train")
 
 

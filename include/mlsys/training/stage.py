@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import uuid
@@ -29,6 +30,8 @@ from mlsys.faults import failpoint
 from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 from mlsys.training.parallel import plan
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,12 @@ def run(spec: TrainSpec) -> TrainResult:
         mlflow.log_params({**mcfg.to_json(), **{k: getattr(tcfg, k) for k in ("epochs", "batch_size", "lr", "seed")},
                            "char_ngrams": spec.char_ngrams, "strategy": "single", "train_rows": len(df)})
 
+    log.info("training on %d rows of %s: %s, %d epochs", len(df), ref.label, spec.strategy, spec.epochs)
+
     def on_metrics(metrics: dict, step: int) -> None:
+        if "epoch" in metrics:  # the task log shows the progress, MLflow the curve
+            log.info("epoch %d/%d: train loss %.4f, %.0f rows/s", metrics["epoch"] + 1, spec.epochs,
+                     metrics["train_loss"], metrics["samples_per_s"])
         if tracking:
             mlflow.log_metrics(metrics, step=step)
 
