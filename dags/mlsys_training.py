@@ -10,8 +10,11 @@ Runs when validated labels arrive (the `comments_labeled` Asset), or on demand.
    launch `nproc` processes with **torchrun**, stream their log into the task
    log, checkpoint every `checkpoint_every` steps, and an Airflow retry of the
    same DAG run resumes from the last checkpoint. With
-   `MLSYS_TRAIN_QUEUE=gpu` in the environment (the scale-out deployment) the
-   task runs on the `gpu` queue and pool.
+   `MLSYS_TRAIN_QUEUE=gpu` in the environment (the scale-out deployment on a
+   host with GPUs) the task runs on the `gpu` queue and pool; empty, on the
+   default queue. A train task that waits on a queue no worker serves fails
+   after Airflow's `[scheduler] task_queued_timeout` (and two requeues), and
+   its failure callback logs the queue and the fix.
 2. **evaluate_register** scores it on the held-out test split, registers it as
    `challenger`, and moves `champion` to it only if it beats the current
    champion on `gate_metric` (or there is none). Emits `champion_model`,
@@ -19,6 +22,8 @@ Runs when validated labels arrive (the `comments_labeled` Asset), or on demand.
 """
 
 from __future__ import annotations
+
+import logging
 
 import pendulum
 from airflow.sdk import dag, task
@@ -31,7 +36,23 @@ from mlsys.training.stage import TrainSpec
 
 # Scale-out deployment: MLSYS_TRAIN_QUEUE=gpu sends train to the GPU Celery worker (and its pool).
 TRAIN_QUEUE = settings().train_queue
-TRAIN_PLACEMENT = {"queue": TRAIN_QUEUE, "pool": TRAIN_QUEUE} if TRAIN_QUEUE else {}
+
+
+def no_worker_hint(context) -> str | None:
+    """on_failure_callback of train: a try that never started most likely waited on a queue no worker serves."""
+    ti = context.get("ti")
+    if not TRAIN_QUEUE or getattr(ti, "start_date", None) is not None:
+        return None
+    msg = (f"train never started: it waited on the Celery queue {TRAIN_QUEUE!r} longer than [scheduler] "
+           f"task_queued_timeout, and no worker took it. Start a worker for that queue (docker compose up -d "
+           f"airflow-worker-gpu), or on a host without GPUs set MLSYS_TRAIN_QUEUE empty so train runs on the "
+           f"default queue (docs/deployment.md).")
+    logging.getLogger("mlsys.training").error(msg)
+    return msg
+
+
+TRAIN_PLACEMENT = ({"queue": TRAIN_QUEUE, "pool": TRAIN_QUEUE, "on_failure_callback": no_worker_hint}
+                   if TRAIN_QUEUE else {})
 
 
 @dag(

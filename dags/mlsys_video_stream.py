@@ -3,7 +3,9 @@
 
 Runs when new video segments land under `streams/<stream>/segments/` in the
 storage root (the `video_segments` Asset, whose watcher runs in the triggerer:
-no worker waits or polls). Each run processes the segments after the stream's
+no worker waits or polls). It processes the stream named by the triggering
+event (the watcher watches `MLSYS_STREAM`); a manual run processes its
+`stream` param, or `MLSYS_STREAM` when that is empty. Each run processes the segments after the stream's
 watermark, in order, carrying the engine's materialised state from the last
 committed segment (Krypton-style incremental inference: only the changed
 regions of each frame are recomputed). Per segment it writes the per-frame
@@ -18,9 +20,9 @@ to MLflow, with a plot of the per-frame changed share and latency.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
 
-from mlsys.orchestration import DEFAULT_ARGS, VIDEO_PREDICTIONS, VIDEO_SEGMENTS, form, run_in_task
+from mlsys.orchestration import DEFAULT_ARGS, VIDEO_PREDICTIONS, VIDEO_SEGMENTS, form, run_streams
 from mlsys.streaming.stage import StreamSpec
 
 
@@ -34,13 +36,16 @@ from mlsys.streaming.stage import StreamSpec
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
     params={
-        **form(StreamSpec, "stream", "mode", "model", "width", "size", "batch_frames", "max_segments", "error_every"),
+        # a triggering event's stream wins; this param serves a manual run; empty: MLSYS_STREAM
+        "stream": Param(None, type=["null", "string"], description="Stream name for a manual run (empty: "
+                        "MLSYS_STREAM); a run triggered by new segments processes the stream they came from."),
+        **form(StreamSpec, "mode", "model", "width", "size", "batch_frames", "max_segments", "error_every"),
     },
 )
 def mlsys_video_stream():
     @task(outlets=[VIDEO_PREDICTIONS])
-    def stream(params=None) -> dict:
-        return run_in_task("stream", params)
+    def stream(params=None, triggering_asset_events=None) -> dict:
+        return run_streams(params, triggering_asset_events)  # the event's stream, else the param, else MLSYS_STREAM
 
     stream()
 

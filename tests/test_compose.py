@@ -12,6 +12,7 @@ deliberately broken copy.
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 import shlex
 from pathlib import Path
@@ -129,8 +130,19 @@ def command_args(service: dict) -> list[str]:
     return shlex.split(cmd) if isinstance(cmd, str) else [str(arg) for arg in cmd]
 
 
+def with_defaults(text: str) -> str:
+    """``text`` as Compose would expand it with nothing set: ``${VAR-default}`` and ``${VAR:-default}`` become the
+    default; any other reference (``${VAR}``, ``${VAR:?error}``) a placeholder ``x``."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?P<mod>:?[-?+])?(?P<rest>[^}]*)\}",
+                  lambda m: m["rest"] if m["mod"] in ("-", ":-") else "x", text.replace("$$", "$"))
+
+
 def host_of(url: str) -> str | None:
-    return urlparse(re.sub(r"\$\{[^}]*\}", "x", url)).hostname
+    return urlparse(with_defaults(url)).hostname
+
+
+URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s,\"']+")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "0.0.0.0")
 
 
 def volume_source(entry) -> tuple[str, str]:
@@ -302,6 +314,62 @@ def celery_problems(compose: dict) -> list[str]:
     return problems
 
 
+def url_host_problems(compose: dict) -> list[str]:
+    """Every URL that a service is given (environment and command, defaults resolved) names a service of this file
+    or the container itself; the serve service and the Airflow services agree on where they meet."""
+    services = compose["services"]
+    problems = []
+    for name, service in services.items():
+        texts = [f"{key}={value}" for key, value in environment(service).items()] + command_args(service)
+        for text in texts:
+            for url in URL.findall(with_defaults(text)):
+                if url.startswith("s3://"):
+                    continue  # a bucket, not a host
+                host = urlparse(url).hostname
+                if host not in LOCAL_HOSTS and host not in services:
+                    problems.append(f"{name}: {text} points at {host!r}, which is not a service")
+    serve = services.get("serve", {})
+    serve_args = command_args(serve)
+    serve_port = next((int(b) for a, b in itertools.pairwise(serve_args) if a == "--port"), None)
+    for name in AIRFLOW_SERVICES:
+        env = environment(services.get(name, {}))
+        serve_url = urlparse(with_defaults(env.get("MLSYS_SERVE_URL", "")))
+        if serve_url.hostname and (serve_url.hostname, serve_url.port) != ("serve", serve_port):
+            problems.append(f"{name}: MLSYS_SERVE_URL's default {serve_url.geturl()!r} is not serve:{serve_port}")
+        for key in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "MLSYS_MODEL_NAME"):
+            if key in environment(serve) and environment(serve)[key] != env.get(key):
+                problems.append(f"serve: {key}={environment(serve)[key]!r}, but {name} has {env.get(key)!r}")
+    return problems
+
+
+def placement_problems(compose: dict) -> list[str]:
+    """Train goes to the gpu queue only when .env says so; a queued task without a worker fails after a bounded
+    wait; the workers have room in /dev/shm for SHARP."""
+    services = compose["services"]
+    common = environment(compose["x-airflow-common"])
+    problems = []
+    queue = common.get("MLSYS_TRAIN_QUEUE", "")
+    if not re.fullmatch(r"\$\{MLSYS_TRAIN_QUEUE:?-\}", queue):
+        problems.append(f"MLSYS_TRAIN_QUEUE is {queue!r}: derive it from .env with an empty default, "
+                        "${MLSYS_TRAIN_QUEUE:-} (a host without GPUs has no worker on `gpu`)")
+    timeout = with_defaults(common.get("AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT", ""))
+    try:
+        ok = 0 < float(timeout) <= 3600
+    except ValueError:
+        ok = False
+    if not ok:
+        problems.append(f"AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT is {timeout!r}: set a bounded wait in seconds")
+    for name in ("airflow-worker", "airflow-worker-gpu"):
+        shm = str(services.get(name, {}).get("shm_size", ""))
+        match = re.fullmatch(r"\$\{MLSYS_SHM_SIZE:?-(?P<size>\d+)(?P<unit>[kmg]?)b?\}", shm, re.IGNORECASE)
+        scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+        if not match:
+            problems.append(f"{name}: shm_size is {shm!r}, expected ${{MLSYS_SHM_SIZE:-<size>}}")
+        elif int(match["size"]) * scale[match["unit"].lower()] < 256 * 2**20:
+            problems.append(f"{name}: shm_size's default {shm!r} is under 256 MB; SHARP keeps its state in /dev/shm")
+    return problems
+
+
 def gpu_worker_problems(compose: dict) -> list[str]:
     services = compose["services"]
     problems = []
@@ -432,6 +500,22 @@ def test_gpu_worker(compose):
     assert gpu_worker_problems(compose) == []
 
 
+def test_every_url_names_a_service(compose):
+    assert url_host_problems(compose) == []
+
+
+def test_train_placement_queued_timeout_and_shared_memory(compose):
+    assert placement_problems(compose) == []
+    assert {"MLSYS_TRAIN_QUEUE", "MLSYS_SHM_SIZE", "TASK_QUEUED_TIMEOUT_S"} <= env_example_vars()
+
+
+def test_defaults_are_resolved_in_urls():
+    assert host_of("${MLSYS_SERVE_URL-http://serve:8000}") == "serve"
+    assert host_of("${MLSYS_SERVE_URL:-http://srv:8000}") == "srv"
+    assert host_of("postgresql+psycopg2://${POSTGRES_USER}:${POSTGRES_PASSWORD}@postgres:5432/airflow") == "postgres"
+    assert with_defaults("${MLSYS_TRAIN_QUEUE:-}") == ""
+
+
 def test_mlflow_uses_postgres_and_minio(compose):
     assert mlflow_problems(compose) == []
 
@@ -518,6 +602,42 @@ def _break_url_host(c):
     c["x-airflow-common"]["environment"]["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = "http://apiserver:8080/execution/"
 
 
+def _break_serve_url_default(c):
+    c["x-airflow-common"]["environment"]["MLSYS_SERVE_URL"] = "${MLSYS_SERVE_URL-http://server:8000}"
+
+
+def _break_serve_url_port(c):
+    c["x-airflow-common"]["environment"]["MLSYS_SERVE_URL"] = "${MLSYS_SERVE_URL-http://serve:8080}"
+
+
+def _break_serve_tracking_host(c):
+    c["services"]["serve"]["environment"]["MLFLOW_TRACKING_URI"] = "http://mlflow-server:5000"
+
+
+def _break_serve_default_host(c):
+    c["services"]["serve"]["environment"]["AWS_ENDPOINT_URL"] = "${S3_URL:-http://s3:9000}"
+
+
+def _break_command_url(c):
+    c["services"]["minio-init"]["command"] = ["mc alias set local http://objects:9000 a b"]
+
+
+def _break_hardcoded_train_queue(c):
+    c["x-airflow-common"]["environment"]["MLSYS_TRAIN_QUEUE"] = "gpu"
+
+
+def _break_no_queued_timeout(c):
+    del c["x-airflow-common"]["environment"]["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"]
+
+
+def _break_no_shm_size(c):
+    del c["services"]["airflow-worker"]["shm_size"]
+
+
+def _break_small_shm_size(c):
+    c["services"]["airflow-worker-gpu"]["shm_size"] = "${MLSYS_SHM_SIZE:-64m}"
+
+
 def _break_gpu_queue(c):
     c["services"]["airflow-worker-gpu"]["command"] = ["airflow", "celery", "worker"]
 
@@ -551,6 +671,15 @@ BREAKAGES = [
     (_break_unread_mlsys_var, lambda c: code_env_problems(c, code_env_vars())),
     (_break_executor, celery_problems),
     (_break_url_host, celery_problems),
+    (_break_serve_url_default, url_host_problems),
+    (_break_serve_url_port, url_host_problems),
+    (_break_serve_tracking_host, url_host_problems),
+    (_break_serve_default_host, url_host_problems),
+    (_break_command_url, url_host_problems),
+    (_break_hardcoded_train_queue, placement_problems),
+    (_break_no_queued_timeout, placement_problems),
+    (_break_no_shm_size, placement_problems),
+    (_break_small_shm_size, placement_problems),
     (_break_gpu_queue, gpu_worker_problems),
     (_break_gpu_reservation, gpu_worker_problems),
     (_break_mlflow_artifacts, mlflow_problems),

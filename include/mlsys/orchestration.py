@@ -6,6 +6,7 @@ at module level; everything heavy loads inside ``run_in_task``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -99,3 +100,30 @@ def _video_segments() -> Asset:
 
 VIDEO_SEGMENTS = _video_segments()  # an event per new segment past the watermark -> mlsys_video_stream
 VIDEO_PREDICTIONS = Asset(name="video_predictions", uri="mlsys://datasets/video_predictions")
+
+
+def streams_to_process(events: Any, param: str | None = None) -> list[str]:
+    """The streams one ``mlsys_video_stream`` run processes, in order, each once.
+
+    First the stream named by each triggering event's payload (the ``SegmentTrigger`` yields
+    ``{"stream": ..., ...}``; Airflow keeps it as the asset event's ``extra["payload"]``); a run with
+    no such event (a manual trigger) processes the run's ``stream`` param, else ``MLSYS_STREAM``.
+    ``events``: the task context's ``triggering_asset_events`` (asset -> events), or a list of events
+    or of their ``extra`` dicts.
+    """
+    if isinstance(events, Mapping):  # asset -> its events, as in the task context
+        events = [e for asset in events for e in events[asset]]
+    named: list[str] = []
+    for event in events or ():
+        extra = event if isinstance(event, dict) else (getattr(event, "extra", None) or {})
+        payload = extra.get("payload") if isinstance(extra.get("payload"), dict) else extra
+        stream = payload.get("stream")
+        if isinstance(stream, str) and stream and stream not in named:
+            named.append(stream)
+    return named or [param or settings().stream]
+
+
+def run_streams(params: dict[str, Any], events: Any) -> dict[str, Any]:
+    """The stream task: run the stream stage once per stream of ``streams_to_process``; results by stream."""
+    params = dict(params or {})
+    return {s: run_in_task("stream", params, stream=s) for s in streams_to_process(events, params.get("stream"))}

@@ -38,3 +38,32 @@ def test_train_goes_to_the_gpu_queue_only_when_asked():
     params = info["default"]["params"]
     assert params["strategy"] == "single" and params["schedule"] == "gpipe" and params["nproc"] == 2
     assert {"microbatches", "balance", "rematerialize", "device", "checkpoint_every"} <= set(params)
+
+
+def test_train_stuck_on_a_queue_without_worker_fails_naming_the_queue_and_the_fix(monkeypatch, caplog):
+    """Airflow fails a task queued longer than [scheduler] task_queued_timeout (docker-compose.yaml sets it) and
+    runs its on_failure_callback: train's names the queue it waited on and the two ways out."""
+    import logging
+    import runpy
+    from types import SimpleNamespace
+
+    from airflow.sdk import DAG
+
+    monkeypatch.setenv("MLSYS_TRAIN_QUEUE", "gpu")
+    ns = runpy.run_path(str(DAG_FILE))
+    dag = next(o for o in ns.values() if isinstance(o, DAG))
+    train = dag.get_task("train")
+    callbacks = train.on_failure_callback
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+    assert callbacks and callbacks[0] is not None, "train on the gpu queue has no failure callback"
+    with caplog.at_level(logging.ERROR):
+        msgs = [cb({"ti": SimpleNamespace(start_date=None)}) for cb in callbacks]
+    text = " ".join(m for m in msgs if m) + caplog.text
+    assert "'gpu'" in text and "task_queued_timeout" in text
+    assert "airflow-worker-gpu" in text and "MLSYS_TRAIN_QUEUE" in text  # the fix, both ways
+    assert all(cb({"ti": SimpleNamespace(start_date="2026-01-01")}) is None for cb in callbacks)  # it ran: no hint
+
+    monkeypatch.setenv("MLSYS_TRAIN_QUEUE", "")
+    ns = runpy.run_path(str(DAG_FILE))
+    dag = next(o for o in ns.values() if isinstance(o, DAG))
+    assert dag.get_task("train").queue == dag.get_task("evaluate_register").queue  # the default queue

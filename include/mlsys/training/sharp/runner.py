@@ -8,7 +8,8 @@
     Scheduler.complete                   <-  (device, seconds, loss at the step's last unit)
 
 Every job's weights and optimizer state live in files under ``root`` (``/dev/shm`` by default:
-memory, not disk), so any worker can run any job's next unit. The step state (boundary activations,
+memory, not disk; ``shm`` checks its free space first and reaps what killed jobs left), so any
+worker can run any job's next unit. The step state (boundary activations,
 RNG) stays in the memory of the worker that ran the job's last unit. When the scheduler gives the
 job's next unit to the same worker (LRTF usually does: the job it just ran is the one with the most
 work left among those not running), the worker uses it in place. Otherwise the parent tells that
@@ -27,7 +28,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from torch import nn
 from mlsys.spec import require
 from mlsys.training.parallel.checkpoint import set_rng_state
 from mlsys.training.parallel.partitioner import layers_of
+from mlsys.training.sharp import shm
 from mlsys.training.sharp.scheduler import Scheduler, Slice, Task, idle_fraction
 from mlsys.training.spill.partitioner import OptimizerFactory
 from mlsys.training.spill.spiller import LossFn, Spiller, release
@@ -97,9 +98,9 @@ class RunReport:
     timeline: list[Slice]
 
 
-def default_root() -> Path:
-    shm = Path("/dev/shm")
-    return Path(tempfile.mkdtemp(prefix="mlsys-sharp-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+def default_root(jobs: list[Job] = ()) -> Path:
+    """A fresh folder in /dev/shm for ``jobs`` (leaked folders of dead jobs reaped, free space checked: ``shm``)."""
+    return shm.job_root(jobs)
 
 
 def plan(job: Job, root: Path, device: str) -> dict:
@@ -217,7 +218,11 @@ def train_many(jobs: list[Job], devices: list[str], threads: int = 1, root: str 
     if len(set(names)) != len(names):
         raise ValueError(f"job names must be unique, got {names}")
     owns_root = root is None
-    root = Path(root) if root is not None else default_root()
+    if owns_root:
+        root = default_root(jobs)
+    else:
+        root = Path(root)
+        shm.check_space(jobs, root)
     ctx = mp.get_context("spawn")
     workers, inboxes = [], []
     outbox = ctx.Queue()
