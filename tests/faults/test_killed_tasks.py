@@ -8,14 +8,8 @@ has written part of its work); the scheduler, the LocalExecutor, the retries and
 
 from __future__ import annotations
 
-import json
-import os
-import sqlite3
-from pathlib import Path
-
 import pytest
-
-from mlsys.bench.harness import free_port
+from tests.faults.stack_state import pipeline as _pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -24,61 +18,9 @@ FAILPOINTS = ("ingest.committed", "label.written", "validate.tagged", "train.log
               "batch.scored")
 
 
-def _pipeline(home: Path, failpoints: tuple[str, ...]) -> dict:
-    """The nightly pipeline through airflow standalone on a fresh home; returns what it left behind."""
-    from mlsys.local import Stack, airflow_env, run_scheduled
-
-    with pytest.MonkeyPatch.context() as mp:
-        for var in list(os.environ):
-            if var.startswith(("AIRFLOW", "MLSYS_", "MLFLOW_TRACKING", "MLFLOW_S3")):
-                mp.delenv(var)
-        mp.setenv("MLSYS_HOME", str(home))
-        mp.setenv("AIRFLOW__API__PORT", str(free_port()))
-        mp.setenv("AIRFLOW__API__WORKERS", "1")
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.setenv("MLSYS_RETRY_DELAY_S", "1")
-        mp.setenv("MLSYS_FAILPOINTS", ",".join(f"{p}=1" for p in failpoints))
-        with Stack(airflow_env(), mlflow_ui=False, log_dir=home / "logs") as stack:
-            stack.wait_healthy()
-            run_scheduled(stack)
-            tries = {}
-            for dag_id in ("mlsys_data", "mlsys_training", "mlsys_batch_inference"):
-                for run in stack.client.runs(dag_id):
-                    for ti in stack.client.task_instances(dag_id, run["dag_run_id"]):
-                        tries[f"{dag_id}.{ti['task_id']}"] = max(tries.get(f"{dag_id}.{ti['task_id']}", 0),
-                                                                 ti["try_number"])
-        from mlsys.faults import fired
-
-        return {"state": _state(home), "tries": tries, "fired": {p: fired(p) for p in failpoints}}
-
-
-def _state(home: Path) -> dict:
-    storage = home / "storage" / "datasets"
-    datasets = {d.name: sorted(v.name for v in d.iterdir() if v.is_dir() and not v.name.startswith("_"))
-                for d in sorted(storage.iterdir()) if d.is_dir()}
-    pointers = {f"{d.name}/{p.name}": json.loads(p.read_text()).get("version")
-                for d in storage.iterdir() if d.is_dir() for p in d.glob("_*.json")}
-    db = sqlite3.connect(home / "mlflow.db")
-    versions = db.execute("select name, count(*) from model_versions group by name").fetchall()
-    aliases = db.execute("select name, alias, version from registered_model_aliases").fetchall()
-    runs = db.execute(
-        "select r.status, coalesce((select value from tags t where t.run_uuid = r.run_uuid and t.key = 'airflow.task_id'), ''),"
-        " coalesce((select value from tags t where t.run_uuid = r.run_uuid and t.key = 'mlsys.role'), '')"
-        " from runs r").fetchall()
-    db.close()
-    finished: dict[str, int] = {}
-    for status, task, role in runs:
-        if task and role != "dag_run" and status == "FINISHED":
-            finished[task] = finished.get(task, 0) + 1
-    return {"datasets": datasets, "pointers": pointers, "model_versions": dict(versions),
-            "aliases": sorted(aliases), "running": sum(s == "RUNNING" for s, _, _ in runs),
-            "failed_task_runs": sum(s == "FAILED" and t != "" and r != "dag_run" for s, t, r in runs),
-            "finished_per_task": finished}
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
-    clean = _pipeline(tmp_path_factory.mktemp("clean-home"), ())
+def runs(clean_run, tmp_path_factory) -> dict:
+    clean = clean_run  # the suite's one uninterrupted run (conftest.py)
     faulted = _pipeline(tmp_path_factory.mktemp("faulted-home"), FAILPOINTS)
     return {"clean": clean, "faulted": faulted}
 
