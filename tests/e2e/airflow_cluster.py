@@ -482,6 +482,71 @@ class AirflowCluster:
                 print(f"[airflow_cluster] could not drop {self.pg}: {err}", file=sys.stderr)
             self.pg = None
 
+    def component_pids(self, name: str) -> list[int]:
+        """Every live process of a component: its session (``start_new_session``), which holds the process
+        groups its children make (Airflow's task supervisor puts each task process in a group of its own,
+        so the leader's process group alone misses the task)."""
+        comp = self.component(name)
+        if comp.proc is None:
+            return []
+        sid = comp.proc.pid
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            if fields[0] not in ("Z", "X") and int(fields[3]) == sid:  # state, ..., session id
+                pids.append(int(entry))
+        return sorted(pids)
+
+    def kill_component(self, name: str, sig: int = signal.SIGKILL, timeout: float = 30) -> list[int]:
+        """Send ``sig`` to every process of a component (the leader, its children and the tasks they run),
+        as a lost node or the OOM killer would; wait until they are gone. Returns the pids signalled."""
+        comp = self.component(name)
+        assert comp.proc is not None
+        _signal_group(comp.proc, sig)  # the leader's group first: it forks no more children after this
+        signalled: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while pids := self.component_pids(name):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{name}: processes {pids} still alive {timeout:.0f}s after signal {sig}")
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                    signalled.add(pid)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+        try:
+            comp.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise ClusterError(f"{name}: leader {comp.proc.pid} did not exit after signal {sig}") from None
+        return sorted(signalled | {comp.proc.pid})
+
+    def restart_component(self, name: str) -> Component:
+        """Start a component again with its arguments and environment (a new process in a session of its
+        own), after it exited or was killed; its log goes on in the same file."""
+        comp = self.component(name)
+        if comp.alive():
+            raise ClusterError(f"{name} is still running (pid {comp.proc.pid}): kill or stop it first")
+        with open(comp.log_path, "ab") as out:
+            out.write(f"\n===== [airflow_cluster] {name} restarted =====\n".encode())
+            out.flush()
+            comp.proc = subprocess.Popen(
+                comp.args,
+                env=self.env,
+                cwd=self.home,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return comp
+
     def check_alive(self) -> None:
         dead = [c for c in self.components if not c.alive()]
         if dead:
