@@ -23,7 +23,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlsys.datasets import CARDINALITY, GOLD, LABELED, LABELED_COLUMNS, TEST, UNLABELED
+from mlsys.datasets import CARDINALITY, COMMENTS, GOLD, LABELED, LABELED_COLUMNS, TEST, UNLABELED
 from mlsys.errors import SpecError
 from mlsys.faults import failpoint
 from mlsys.spec import check_knobs, knob, require
@@ -120,14 +120,28 @@ def _label(spec: LabelSpec, lfs, data, gold, test, label_column: str):
                        seed=spec.seed, fault_tolerant=spec.fault_tolerant, n_jobs=spec.jobs or None, test=test)
 
 
+def _inputs(store: DatasetStore, spec: LabelSpec) -> tuple[DatasetRef, DatasetRef]:
+    """The unlabeled pool and the gold set: the versions named, else both from the latest ingest snapshot, so
+    they always come from one ingest (a stage started between two ingests never mixes them)."""
+    from mlsys.errors import StorageError
+
+    if spec.unlabeled_version == spec.gold_version == "latest":
+        try:
+            snapshot = store.snapshot(f"{COMMENTS}@latest")
+        except StorageError:  # data ingested before snapshots existed
+            snapshot = None
+        if snapshot is not None and UNLABELED in snapshot.members and GOLD in snapshot.members:
+            return store.ref(UNLABELED, snapshot.version(UNLABELED)), store.ref(GOLD, snapshot.version(GOLD))
+    return store.ref(UNLABELED, spec.unlabeled_version), store.ref(GOLD, spec.gold_version)
+
+
 def _run_store(spec: LabelSpec, lfs) -> LabelResult:
     import pandas as pd
 
     from mlsys.tracking import tracker
 
     store = DatasetStore(spec.storage_uri or None)
-    unl_ref = store.ref(UNLABELED, spec.unlabeled_version)
-    gold_ref = store.ref(GOLD, spec.gold_version)
+    unl_ref, gold_ref = _inputs(store, spec)
     unlabeled, gold = store.read(UNLABELED, unl_ref.version), store.read(GOLD, gold_ref.version)
     test_ref = None
     if spec.test_version.lower() != "none" and (spec.test_version != "latest" or store.versions(TEST)):
