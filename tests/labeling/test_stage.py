@@ -390,3 +390,18 @@ def test_file_mode_lf_errors_fail_or_are_counted_when_fault_tolerant(files, caps
     assert code == 0, err
     expected = int(files.frame["COMMENT_ID"].str.startswith("z13").sum())
     assert json.loads(out)["lf_errors"] == {"picky": expected} and expected > 0
+
+
+def test_unlabeled_and_gold_come_from_one_ingest_snapshot(mlsys_home, youtube_dir):
+    """A pool written after the ingest (another writer, half an ingest) does not mix into this ingest's labels."""
+    from mlsys.ingest.stage import IngestSpec
+    from mlsys.ingest.stage import run as ingest
+    from mlsys.storage import DatasetStore
+
+    ingested = ingest(IngestSpec(source=str(youtube_dir), gold_size=40))
+    store = DatasetStore()
+    stray = store.read(UNLABELED, ingested.unlabeled.version).head(50)
+    assert store.write(UNLABELED, stray).version != ingested.unlabeled.version  # now comments_unlabeled@latest
+    result = run(LabelSpec(epochs=20))
+    sources = store.ref(LABELED, result.labeled.version).sources
+    assert sources == {UNLABELED: ingested.unlabeled.version, GOLD: ingested.gold.version}
