@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsys.errors import DataError
+from mlsys.faults import failpoint
 from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 from mlsys.streaming import predictions, watermark
@@ -179,6 +180,7 @@ def run(spec: StreamSpec) -> StreamResult:
                 sources={"stream": spec.stream, "video": str(spec.video or key)},
                 created_by={"mlflow_run_id": tracker.active_run_id()},
                 extra={"mode": spec.mode, "model": f"{spec.model}@{spec.width}/seed{spec.seed}"})
+            failpoint("stream.segment_written")  # fault suite: killed between the predictions and the watermark
             new = watermark.Watermark(seq, mark.frames + rows.num_rows, ref.version)
             if not spec.video:
                 buf = io.BytesIO()

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from mlsys.faults import failpoint
 from mlsys.model.loss import pack_target
 from mlsys.model.text_classifier import TextClassifier, TextClassifierConfig
 from mlsys.spec import require
@@ -229,6 +230,7 @@ def _train(cfg: JobConfig, work: Path, device: torch.device, rank: int, world: i
             if rank == 0:
                 ckpt.commit(done)
                 emit("checkpoint", step=done, uri=cfg.checkpoint_uri)
+                failpoint("train.ddp_step")  # fault suite: rank 0 killed past a committed checkpoint
 
     _finish(cfg, work, model, strategy, rank, world, history, timeline, step_times, cfg.epochs * steps_per_epoch)
 
