@@ -35,6 +35,16 @@ DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 YOUTUBE_DIR = DATA_DIR / "youtube-spam"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _data_roots():
+    """Tests read and write their inputs under the temporary folder and read the shared data: both are data roots
+    (MLSYS_DATA_ROOTS; tests of the confinement itself set their own)."""
+    import tempfile
+
+    os.environ.setdefault("MLSYS_DATA_ROOTS", os.pathsep.join([tempfile.gettempdir(), str(DATA_DIR)]))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     """Seed every random number generator a test might touch."""

@@ -43,6 +43,9 @@ def airflow_env() -> dict[str, str]:
     env.setdefault("MLFLOW_TRACKING_URI", s.tracking_uri)
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    from mlsys.serving.online.guard import use_local_token
+
+    use_local_token(env, s.home)  # `mlsys serve` and evaluate's POST /reload share $MLSYS_HOME/secrets/serve-token
     return env
 
 
@@ -230,7 +233,8 @@ def up(args: object = None) -> int:
     try:
         pw = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
         print(f"Airflow UI: {stack.api_url} (user admin, password in {pw})\nMLflow UI:  {s.mlflow_ui_url}\n"
-              f"Logs:       {s.home / 'logs'}\nCtrl-C (or SIGTERM) stops both.", flush=True)
+              f"Logs:       {s.home / 'logs'}\nServe token: export MLSYS_SERVE_TOKEN_FILE={env.get('MLSYS_SERVE_TOKEN_FILE', '')}"
+              f" before `mlsys serve` (its POST /reload needs it)\nCtrl-C (or SIGTERM) stops both.", flush=True)
         while not stop.is_set() and not stack.client.healthy():
             stack.alive()
             stop.wait(1)

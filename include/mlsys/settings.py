@@ -17,6 +17,12 @@ train task; empty = the default queue), ``MLSYS_CPU_DEVICES`` (CPU "devices" a
 distributed job may use; default the core count), ``MLSYS_TORCHRUN_ARGS``
 (torchrun's rendezvous flags; default ``--standalone``), ``MLSYS_STREAM`` and
 ``MLSYS_STREAM_POLL_S`` (the stream the segment watcher watches, and how often).
+Security (docs/security.md): ``MLSYS_DATA_ROOTS`` (folders, ``:``-separated, that an ingest source may
+come from; default the data dir and ``$MLSYS_HOME``), ``MLSYS_LF_MODULES`` (module prefixes, comma-separated,
+that labeling functions may be imported from; default ``mlsys.labeling,lfs``), ``MLSYS_SERVE_TOKEN`` (the
+bearer token of the online server's admin endpoints) and ``MLSYS_MODEL_SIGNING_KEY`` /
+``MLSYS_MODEL_VERIFY_KEY`` (the pipeline signs the models it registers; serving loads only signed ones).
+A secret ``X`` may also be given as a file: ``X_FILE`` names it (Docker secrets), never a command line.
 This module imports the standard library alone: engines and DAG files read it.
 """
 
@@ -27,6 +33,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def secret(name: str, default: str = "") -> str:
+    """The secret ``name`` from ``$name``, or from the file ``$name_FILE`` names; ``default`` if neither is set."""
+    value = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE", "")
+    if value and path:
+        raise ValueError(f"both {name} and {name}_FILE are set: give the secret one way")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"{name}_FILE={path!r} cannot be read ({exc.strerror}): mount the secret file there") from None
+    return value.strip() or default
 
 
 def _home() -> Path:
@@ -50,10 +70,22 @@ class Settings:
     stream: str  # the stream the segment watcher watches
     stream_poll_s: float  # seconds between the watcher's polls
     retry_delay_s: float  # Airflow's delay before a failed task's retry (the fault suite shortens it)
+    data_roots: tuple[Path, ...]  # folders an ingest source may be read from
+    lf_modules: tuple[str, ...]  # module prefixes labeling functions may be imported from
+
+    def in_data_roots(self, path: str | Path) -> bool:
+        """Whether ``path`` (symlinks resolved) lies under one of the data roots: what a source param may read."""
+        real = Path(path).expanduser().resolve()
+        return any(real == root or real.is_relative_to(root) for root in self.data_roots)
+
+    def lf_module_allowed(self, module: str) -> bool:
+        """Whether labeling functions may be imported from ``module``: it is, or is under, an allowed prefix."""
+        return any(module == p or module.startswith(p + ".") for p in self.lf_modules)
 
     @classmethod
     def from_env(cls) -> "Settings":
         home = _home()
+        data_dir = Path(os.environ.get("MLSYS_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
         return cls(
             home=home,
             storage_uri=os.environ.get("MLSYS_STORAGE_URI", str(home / "storage")),
@@ -62,7 +94,7 @@ class Settings:
             mlflow_ui_url=os.environ.get("MLSYS_MLFLOW_UI_URL", "http://localhost:5000").rstrip("/"),
             airflow_ui_url=os.environ.get(
                 "MLSYS_AIRFLOW_UI_URL", f"http://localhost:{os.environ.get('AIRFLOW__API__PORT', '8080')}").rstrip("/"),
-            data_dir=Path(os.environ.get("MLSYS_DATA_DIR", REPO_ROOT.parent / "shared" / "data")),
+            data_dir=data_dir,
             model_name=os.environ.get("MLSYS_MODEL_NAME", "youtube-spam-classifier"),
             serve_url=os.environ.get("MLSYS_SERVE_URL", "").strip().rstrip("/"),
             train_queue=os.environ.get("MLSYS_TRAIN_QUEUE", "").strip(),
@@ -71,6 +103,10 @@ class Settings:
             stream=os.environ.get("MLSYS_STREAM", "camera"),
             stream_poll_s=float(os.environ.get("MLSYS_STREAM_POLL_S", "30")),
             retry_delay_s=float(os.environ.get("MLSYS_RETRY_DELAY_S", "30")),
+            data_roots=tuple(Path(p).expanduser().resolve() for p in os.environ.get(
+                "MLSYS_DATA_ROOTS", "").split(os.pathsep) if p.strip()) or (data_dir.expanduser().resolve(), home),
+            lf_modules=tuple(m.strip() for m in os.environ.get(
+                "MLSYS_LF_MODULES", "mlsys.labeling,lfs").split(",") if m.strip()),
         )
 
 

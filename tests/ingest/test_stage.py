@@ -347,3 +347,31 @@ def test_rows_with_missing_text_or_conflicting_ids_are_quarantined_with_a_reason
     assert len(kept) == 24 + 21 + 6 - 5 - 1  # every row but the quarantined ones and the exact duplicate
     assert result.snapshot.members[INGEST_QUARANTINE] == result.quarantine.version
     assert json.loads(json.dumps(result.to_json()))["quarantine"]["rows"] == 5
+
+
+# -- confinement (docs/security.md) ------------------------------------------------------
+
+
+def test_a_source_outside_the_data_roots_is_refused_without_reading_it(mlsys_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLSYS_DATA_ROOTS", str(tmp_path / "data"))
+    with pytest.raises(SpecError, match=r"IngestSpec\.source='/etc/passwd'.*MLSYS_DATA_ROOTS") as info:
+        run(IngestSpec(source="/etc/passwd"))
+    assert "root:" not in str(info.value)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "escape").symlink_to("/etc")  # a link inside a root to outside it is outside
+    with pytest.raises(SpecError, match=r"IngestSpec\.source=.*escape/passwd"):
+        IngestSpec(source=str(tmp_path / "data" / "escape" / "passwd"))
+    with pytest.raises(SpecError, match=r"IngestSpec\.source=.*\.\./"):
+        IngestSpec(source=str(tmp_path / "data" / ".." / "elsewhere.csv"))
+
+
+def test_errors_never_echo_the_files_content(mlsys_home, tmp_path):
+    secret_header = "s3cr3t_token_abc,another_secret_column\nx,y\n"
+    (tmp_path / "file.csv").write_text(secret_header)
+    with pytest.raises(DataError, match=r"missing column\(s\) \['COMMENT_ID', 'CONTENT', 'label'\] among its 2") as info:
+        run(IngestSpec(source=str(tmp_path / "file.csv")))
+    assert "s3cr3t" not in str(info.value) and "another_secret" not in str(info.value)
+    (tmp_path / "file.csv").write_text(HEADER + 'a1,ann,2015-01-01,"hi",password123\n')
+    with pytest.raises(DataError, match=r"'label' must be 0 or 1; 1 rows are not, e\.g\. data rows \[0\]") as info:
+        run(IngestSpec(source=str(tmp_path / "file.csv")))
+    assert "password123" not in str(info.value)

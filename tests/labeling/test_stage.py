@@ -175,8 +175,8 @@ def test_load_lfs_of_the_shipped_set():
 
 
 def test_load_lfs_of_a_missing_module_is_a_spec_error():
-    with pytest.raises(SpecError, match=r"LabelSpec\.lfs='no_such_pkg\.lfs' cannot be imported.*importable module"):
-        load_lfs("no_such_pkg.lfs")
+    with pytest.raises(SpecError, match=r"LabelSpec\.lfs='lfs\.no_such_module' cannot be imported.*importable module"):
+        load_lfs("lfs.no_such_module")
 
 
 @pytest.mark.parametrize("body", ["X = 1\n", "LFS = []\n"])
@@ -184,6 +184,7 @@ def test_load_lfs_of_a_module_without_lfs_is_a_spec_error(tmp_path, monkeypatch,
     name = f"lfs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(body)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MLSYS_LF_MODULES", name)  # the prefixes LFs may be imported from
     with pytest.raises(SpecError, match=rf"{name}.*lfs = \[lf1, lf2, \.\.\.\] \(or LFS"):
         load_lfs(name)
 
@@ -218,6 +219,7 @@ def test_a_custom_lf_module(module_env, tmp_path, monkeypatch):
     name = f"my_lfs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(CUSTOM_LFS)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MLSYS_LF_MODULES", name)  # the prefixes LFs may be imported from
 
     result = run(LabelSpec(lfs=name, epochs=EPOCHS))
     assert result.labeled.extra["lfs"] == name
@@ -266,6 +268,7 @@ def test_an_lf_set_with_too_few_lfs_is_a_spec_error(module_env, tmp_path, monkey
     name = f"two_lfs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(TWO_LFS)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MLSYS_LF_MODULES", name)  # the prefixes LFs may be imported from
     with pytest.raises(SpecError, match=name):
         run(LabelSpec(lfs=name, epochs=EPOCHS))
 
@@ -274,6 +277,7 @@ def test_lfs_that_are_plain_functions_are_a_spec_error(module_env, tmp_path, mon
     name = f"plain_lfs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(PLAIN_FUNCTIONS)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MLSYS_LF_MODULES", name)  # the prefixes LFs may be imported from
     with pytest.raises(SpecError, match="labeling_function"):
         run(LabelSpec(lfs=name, epochs=EPOCHS))
 
@@ -282,6 +286,7 @@ def test_an_lf_module_with_a_lowercase_lfs_list(tmp_path, monkeypatch):
     name = f"lower_lfs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(CUSTOM_LFS.replace("LFS = [", "lfs = ["))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MLSYS_LF_MODULES", name)  # the prefixes LFs may be imported from
     assert [lf.name for lf in load_lfs(name)] == ["has_link", "says_subscribe", "says_song"]
 
 
@@ -381,6 +386,7 @@ def test_file_mode_lf_errors_fail_or_are_counted_when_fault_tolerant(files, caps
     name = f"raising_lfs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(RAISING_LFS)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MLSYS_LF_MODULES", name)  # the prefixes LFs may be imported from
     code, _, err = _cli(capsys, *_file_args(files), "--lfs", name)
     assert code == 2
     assert re.search(r"labeling function 'picky' raised on row 'z13\w+' \(position \d+\): ValueError: cannot handle z13", err)
@@ -405,3 +411,31 @@ def test_unlabeled_and_gold_come_from_one_ingest_snapshot(mlsys_home, youtube_di
     result = run(LabelSpec(epochs=20))
     sources = store.ref(LABELED, result.labeled.version).sources
     assert sources == {UNLABELED: ingested.unlabeled.version, GOLD: ingested.gold.version}
+
+
+# -- confinement (docs/security.md) ------------------------------------------------------
+
+
+def test_an_lf_module_outside_the_allowed_prefixes_is_never_imported(tmp_path, monkeypatch):
+    name = f"evil_{uuid.uuid4().hex[:8]}"
+    marker = tmp_path / "imported"
+    (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n" + CUSTOM_LFS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SpecError, match=rf"LabelSpec\.lfs='{name}'.*MLSYS_LF_MODULES"):
+        LabelSpec(lfs=name)
+    with pytest.raises(SpecError, match=rf"LabelSpec\.lfs='{name}' is not under the allowed LF module prefixes "
+                                        r"\['mlsys\.labeling', 'lfs'\]"):
+        load_lfs(name)
+    assert not marker.exists(), "the module was not imported"
+    with pytest.raises(SpecError, match="not under the allowed"):
+        load_lfs("lfsx.module")  # a prefix matches whole module names only
+    monkeypatch.setenv("MLSYS_LF_MODULES", f"team.lfs,{name}")
+    assert len(load_lfs(name)) == 3 and marker.exists()
+
+
+def test_file_mode_paths_outside_the_data_roots_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLSYS_DATA_ROOTS", str(tmp_path))
+    for field, path in [("data", "/etc/passwd"), ("gold", "/etc/shadow"), ("out", "/etc/cron.d/x")]:
+        kwargs = {"data": str(tmp_path / "in.csv"), "out": str(tmp_path / "out.parquet"), field: path}
+        with pytest.raises(SpecError, match=rf"LabelSpec\.{field}='{path}'.*MLSYS_DATA_ROOTS"):
+            LabelSpec(**kwargs)

@@ -175,11 +175,15 @@ def champion_is_1(gate, monkeypatch, point_home):
     gate.client.set_registered_model_alias(MODEL, CHAMPION, before)
 
 
-def test_a_promotion_tells_the_running_server_to_reload(champion_is_1, tmp_path):
-    """A real `mlsys serve` that never polls in the test's time switches to the new champion when evaluate returns."""
+def test_a_promotion_tells_the_running_server_to_reload(champion_is_1, tmp_path, monkeypatch):
+    """A real `mlsys serve` that never polls in the test's time switches to the new champion when evaluate returns
+    (its authenticated POST /reload: server and evaluate share the token)."""
+    import secrets
+
     from mlsys.bench.harness import free_port
     from mlsys.bench.serve import wait_http
 
+    monkeypatch.setenv("MLSYS_SERVE_TOKEN", secrets.token_urlsafe(24))
     gate, port = champion_is_1, free_port()
     with open(tmp_path / "serve.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "mlsys.cli", "serve", "--port", str(port), "--poll-s", "3600"],

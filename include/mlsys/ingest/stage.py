@@ -51,6 +51,10 @@ class IngestSpec:
     def __post_init__(self):
         check_knobs(self)
         require(bool(self.test_group), "IngestSpec", "test_group", self.test_group, "name the group held out for test")
+        conf = settings()
+        require(conf.in_data_roots(self.source_path), "IngestSpec", "source", self.source or str(self.source_path),
+                f"give a path under the data roots {[str(r) for r in conf.data_roots]}, or add its folder to "
+                f"MLSYS_DATA_ROOTS (':'-separated)")
 
     @property
     def source_path(self) -> Path:
@@ -109,8 +113,8 @@ def read_csvs(spec: IngestSpec) -> "tuple[pd.DataFrame, list[Path]]":
             raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode the file as UTF-8") from exc
         missing = [c for c in required if c not in df.columns]
         if missing:
-            raise DataError(
-                f"{path}: missing column(s) {missing}; found {list(df.columns)}. "
+            raise DataError(  # the header is the file's content: never echoed (docs/security.md)
+                f"{path}: missing column(s) {missing} among its {len(df.columns)} columns. "
                 f"Rename them or set IngestSpec.id_column/text_column/label_column"
             )
         if df.empty:
@@ -118,8 +122,8 @@ def read_csvs(spec: IngestSpec) -> "tuple[pd.DataFrame, list[Path]]":
         bad = df[spec.label_column].isna() | ~df[spec.label_column].isin([0, 1])
         if bad.any():
             raise DataError(
-                f"{path}: column {spec.label_column!r} must be 0 or 1; bad values "
-                f"{df.loc[bad, spec.label_column].head(5).tolist()} in rows {df.index[bad][:5].tolist()}"
+                f"{path}: column {spec.label_column!r} must be 0 or 1; {int(bad.sum())} rows are not, e.g. data rows "
+                f"{df.index[bad][:5].tolist()} (0 = the first after the header)"
             )
         df[spec.group_column] = path.stem
         df["_row"] = range(len(df))  # the row's place in its file (0 = the first data row), for the quarantine

@@ -26,6 +26,7 @@ from typing import Any
 from mlsys.datasets import CARDINALITY, COMMENTS, GOLD, LABELED, LABELED_COLUMNS, TEST, UNLABELED
 from mlsys.errors import SpecError
 from mlsys.faults import failpoint
+from mlsys.settings import settings
 from mlsys.spec import check_knobs, knob, require
 from mlsys.storage import DatasetRef, DatasetStore
 
@@ -62,6 +63,15 @@ class LabelSpec:
                 "--gold and --out are for file mode: also pass --data PATH")
         require(bool(self.id_column) and bool(self.text_column), "LabelSpec", "id_column/text_column",
                 (self.id_column, self.text_column), "name the id and text columns")
+        conf = settings()
+        require(conf.lf_module_allowed(self.lfs), "LabelSpec", "lfs", self.lfs,
+                f"name a module under the allowed prefixes {list(conf.lf_modules)}, or add its prefix to "
+                f"MLSYS_LF_MODULES (comma-separated)")
+        for name in ("data", "gold", "out"):
+            path = getattr(self, name)
+            require(not path or conf.in_data_roots(path), "LabelSpec", name, path,
+                    f"give a path under the data roots {[str(r) for r in conf.data_roots]}, or add its folder to "
+                    f"MLSYS_DATA_ROOTS (':'-separated)")
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,14 @@ class LabelResult:
 
 
 def load_lfs(module: str) -> list:
-    """The LFs of an importable module: its list ``lfs`` (or ``LFS``), each a Snorkel labeling function."""
+    """The LFs of an importable module: its list ``lfs`` (or ``LFS``), each a Snorkel labeling function.
+
+    Only modules under MLSYS_LF_MODULES' prefixes are imported: importing runs the module's code.
+    """
+    allowed = settings().lf_modules
+    if not settings().lf_module_allowed(module):
+        raise SpecError(f"LabelSpec.lfs={module!r} is not under the allowed LF module prefixes {list(allowed)}; "
+                        f"put it in one (e.g. lfs.{module.rsplit('.', 1)[-1]}) or add its prefix to MLSYS_LF_MODULES")
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:

@@ -90,10 +90,11 @@ def classification_metrics(y_true, y_pred) -> dict[str, float]:
 
 
 def _score(model_uri: str, test) -> dict[str, float]:
-    import mlflow
+    """Metrics of the model at ``model_uri`` on ``test``; its files are read and their signature checked, no pickle."""
+    from mlsys.serving.champion import load_uri
 
-    pred = mlflow.pyfunc.load_model(model_uri).predict(test[["text"]])
-    return classification_metrics(test["label_true"].to_numpy(), pred["prediction"].to_numpy())
+    scores = load_uri(model_uri).score_texts(test["text"].astype(str).tolist())
+    return classification_metrics(test["label_true"].to_numpy(), scores.prediction)
 
 
 def _reload_server(url: str, model: str, version: str) -> dict[str, Any]:

@@ -1,13 +1,16 @@
 """Find and load a registered model: an alias (``champion``) or a version number -> a Scorer.
 
-The weights and the featurizer config come from the registered pyfunc's
-artifacts (``weights``, ``config``; see pyfunc_model.py), so batch scoring and
-the online server run exactly the model that ``mlflow.pyfunc.load_model`` runs.
+The weights and the featurizer config are the logged model's files (model/artifact.py:
+JSON and safetensors), read after checking the pipeline's signature over them. Nothing
+is unpickled and none of the artifact's code runs, so a model version registered by
+anyone but the pipeline, or changed in the artifact store, is refused, not served.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlsys.serving.scorer import Scorer
 
@@ -39,7 +42,14 @@ def resolve(name: str, version_or_alias: str) -> ModelVersionRef:
 
 
 def load(ref: ModelVersionRef) -> Scorer:
-    import mlflow
+    return load_uri(ref.uri, ref.label)
 
-    wrapper = mlflow.pyfunc.load_model(ref.uri).unwrap_python_model()
-    return Scorer(wrapper.model, wrapper.featurizer, label=ref.label)
+
+def load_uri(model_uri: str, label: str = "") -> Scorer:
+    """A Scorer of the model at ``model_uri`` (models:/..., runs:/... or a storage URI), signature checked."""
+    from mlsys.model import artifact
+
+    with tempfile.TemporaryDirectory(prefix="mlsys-model-") as tmp:
+        folder = artifact.download(model_uri, Path(tmp))
+        model, featurizer = artifact.read(folder, f"model {label or model_uri}")
+    return Scorer(model, featurizer, label=label or model_uri)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,12 +24,17 @@ from mlsys.bench.serve import stop
 SERVE_MODEL = "spam-serve-test"
 FAULTY = Path(__file__).with_name("faulty_serve.py")  # mlsys serve whose model raises on FAIL_TEXT
 FAIL_TEXT = "__fail_inside_the_model__"
+TOKEN = secrets.token_urlsafe(24)  # the servers' MLSYS_SERVE_TOKEN, and the test process's (reload_hook.notify reads it)
+NOT_SET = ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI", "MLSYS_SERVE_TOKEN_FILE",
+           "MLSYS_SERVE_PREDICT_AUTH")
 
 
-def serve_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI")}
-    env.update(MLSYS_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true", MLSYS_MODEL_NAME=SERVE_MODEL)
-    return env
+def serve_env(home: Path, **changes: str | None) -> dict[str, str]:
+    """The servers' environment: ``changes`` set variables, or remove them (None)."""
+    env = {k: v for k, v in os.environ.items() if k not in NOT_SET}
+    env.update(MLSYS_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true", MLSYS_MODEL_NAME=SERVE_MODEL, MLSYS_SERVE_TOKEN=TOKEN)
+    env.update({k: v for k, v in changes.items() if v is not None})
+    return {k: v for k, v in env.items() if changes.get(k, "") is not None}
 
 
 def _as_a_background_job() -> None:
@@ -36,14 +42,14 @@ def _as_a_background_job() -> None:
 
 
 def start_server(home: Path, port: int, *extra: str, background: bool = False, faulty: bool = False,
-                 ready: str = "/ready") -> subprocess.Popen:
-    """``mlsys serve`` (``faulty``: whose model fails on FAIL_TEXT), once ``ready`` answers 200."""
+                 ready: str = "/ready", env: dict[str, str | None] | None = None) -> subprocess.Popen:
+    """``mlsys serve`` (``faulty``: whose model fails on FAIL_TEXT), once ``ready`` answers 200; ``env``: changes."""
     from mlsys.bench.serve import wait_http
 
     log = open(home / f"serve-{port}.log", "ab")
     program = [str(FAULTY)] if faulty else ["-m", "mlsys.cli"]
     proc = subprocess.Popen([sys.executable, *program, "serve", "--port", str(port), *extra],
-                            env=serve_env(home), stdout=log, stderr=subprocess.STDOUT,
+                            env=serve_env(home, **(env or {})), stdout=log, stderr=subprocess.STDOUT,
                             preexec_fn=_as_a_background_job if background else None)
     wait_http(f"http://127.0.0.1:{port}{ready}", proc, timeout_s=120)
     return proc
@@ -56,7 +62,7 @@ def registry(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         for k, v in serve_env(home).items():
             mp.setenv(k, v)
-        for var in ("MLSYS_STORAGE_URI", "MLFLOW_TRACKING_URI", "MLSYS_ARTIFACT_URI"):
+        for var in NOT_SET:
             mp.delenv(var, raising=False)
         import mlflow
         import pandas as pd
@@ -69,9 +75,14 @@ def registry(tmp_path_factory):
         yield SimpleNamespace(home=home, texts=texts, expected=expected, mp=mp)
 
 
-def call(port: int, path: str, body=None, raw: bytes | None = None, method: str | None = None):
+def call(port: int, path: str, body=None, raw: bytes | None = None, method: str | None = None,
+         token: str | None = None, authorization: str | None = None):
+    """One request; ``token`` sends ``Authorization: Bearer <token>``, ``authorization`` the header as given."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, {"Content-Type": "application/json"},
+    headers = {"Content-Type": "application/json"}
+    if token is not None or authorization is not None:
+        headers["Authorization"] = authorization if authorization is not None else f"Bearer {token}"
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, headers,
                                  method=method or ("POST" if data is not None else "GET"))
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -92,7 +103,8 @@ def metric(port: int, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
-SERVER_ARGS = ("--poll-s", "0.5", "--max-records", "50", "--max-body-bytes", "20000", "--max-queue", "45")
+SERVER_ARGS = ("--poll-s", "0.5", "--max-records", "50", "--max-body-bytes", "20000", "--max-queue", "45",
+               "--reload-interval-s", "0")  # the throttle has its own tests
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +178,14 @@ def test_parse_failures_are_json_4xx_and_counted_under_their_code(server, raw, s
 
 
 def test_no_model_is_a_json_503_and_a_bomb_still_a_400(registry):
-    """The alias names no version: /predict says so in JSON; a 200 kB bracket bomb is a 400; both counted truly."""
+    """The alias names no version: /predict says so in JSON; a 200 kB bracket bomb is a 400; both counted truly.
+    The server has no token: /reload is closed to everyone (fail closed), /predict stays open (predict-auth off)."""
     port = free_port()
-    proc = start_server(registry.home, port, "--alias", "no-such-alias", ready="/health")
+    proc = start_server(registry.home, port, "--alias", "no-such-alias", ready="/health", env={"MLSYS_SERVE_TOKEN": None})
     try:
+        for token in (None, TOKEN):
+            status, _, body = call(port, "/reload", raw=b"", method="POST", token=token)
+            assert status == 403 and "MLSYS_SERVE_TOKEN" in json.loads(body)["error"]
         status, headers, body = call(port, "/predict", {"text": "hello"})
         assert status == 503 and headers["retry-after"] == "1" and json.loads(body) == {"error": "no model loaded yet; retry"}
         status, headers, body = call(port, "/predict", raw=b"[" * 200_000, method="POST")
@@ -251,7 +267,7 @@ def test_alias_move_reloads_without_dropping_requests_and_a_bad_version_keeps_th
     bad = client.create_model_version(SERVE_MODEL, source=str(registry.home / "no-such-model"))
     client.set_registered_model_alias(SERVE_MODEL, "champion", bad.version)
     try:
-        status, _, body = call(port, "/reload", raw=b"", method="POST")
+        status, _, body = call(port, "/reload", raw=b"", method="POST", token=TOKEN)
         assert status == 500 and json.loads(body)["model_version"] == f"{SERVE_MODEL}/2" and json.loads(body)["error"]
         status, _, body = call(port, "/predict", {"text": "hello"})
         assert status == 200 and json.loads(body)["model_version"] == f"{SERVE_MODEL}/2"
@@ -331,3 +347,114 @@ def test_a_signal_stops_the_server_within_30_s_and_frees_its_port(registry, sig)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         sock.listen()
+
+
+# --- Authentication and the /reload throttle: a server whose token comes from a file, with --predict-auth ---
+
+AUTH_MODEL = "spam-serve-auth-test"
+
+
+@pytest.fixture(scope="module")
+def guarded(registry, tmp_path_factory):
+    """``mlsys serve`` of AUTH_MODEL (v1 champion at start, v2 registered beside it): the token in a file
+    (MLSYS_SERVE_TOKEN_FILE), /predict behind it, one /reload per 60 s, and no poll to change the model meanwhile."""
+    from mlsys.bench.workload import register_model
+
+    token = secrets.token_urlsafe(24)
+    token_file = tmp_path_factory.mktemp("secrets") / "serve-token"
+    token_file.write_text(token + "\n")
+    assert register_model(AUTH_MODEL, num_buckets=1 << 10, dim=16, depth=1, seed=2) == "1"
+    port = free_port()
+    proc = start_server(registry.home, port, "--model-name", AUTH_MODEL, "--poll-s", "600", "--predict-auth",
+                        "--reload-interval-s", "60", env={"MLSYS_SERVE_TOKEN": None, "MLSYS_SERVE_TOKEN_FILE": str(token_file)})
+    try:
+        assert register_model(AUTH_MODEL, num_buckets=1 << 10, dim=16, depth=1, seed=3) == "2"  # champion -> v2
+        yield SimpleNamespace(port=port, token=token)
+    finally:
+        stop(proc)
+
+
+def serving(port: int) -> str:
+    return json.loads(call(port, "/ready")[2])["model_version"]
+
+
+@pytest.mark.parametrize("authorization,says", [
+    (None, "missing"),
+    (f"Bearer {TOKEN}", "not this server's"),  # the other servers' token: not this one's (its file holds another)
+    ("Bearer ", "not this server's"),
+    ("Basic dXNlcjpwYXNz", "scheme 'Basic' is not accepted"),
+])
+def test_reload_without_the_token_is_a_401_and_reloads_nothing(guarded, authorization, says):
+    port, before = guarded.port, serving(guarded.port)
+    reloads = metric(port, "mlsys_model_reloads_total")
+    status, headers, body = call(port, "/reload", raw=b"", method="POST", authorization=authorization)
+    assert (status, headers["content-type"]) == (401, "application/json")
+    assert headers["www-authenticate"].startswith("Bearer") and says in json.loads(body)["error"]
+    assert json.loads(body)["field"] == "Authorization" and guarded.token not in body.decode()
+    assert serving(port) == before, "the model was not reloaded"  # champion is v2 meanwhile: a reload would switch
+    assert metric(port, "mlsys_model_reloads_total") == reloads
+    assert metric(port, 'mlsys_reload_requests_total{code="401"}') >= 1
+
+
+def test_reload_with_the_token_from_a_file_reloads_then_throttles_without_a_registry_check(guarded):
+    import mlflow
+
+    port = guarded.port
+    assert serving(port) == f"{AUTH_MODEL}/1"  # champion is v2, but only an authorized /reload may switch (poll: 600 s)
+    status, headers, body = call(port, "/reload", raw=b"", method="POST", token=guarded.token)
+    assert status == 200 and json.loads(body) == {"model_version": f"{AUTH_MODEL}/2", "changed": True, "error": None}
+    assert serving(port) == f"{AUTH_MODEL}/2"
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(AUTH_MODEL, "champion", "1")  # a reload now would switch back to v1
+    try:
+        reloads = metric(port, "mlsys_model_reloads_total")
+        for _ in range(3):
+            status, headers, body = call(port, "/reload", raw=b"", method="POST", token=guarded.token)
+            assert status == 429 and 30 <= int(headers["retry-after"]) <= 60
+            assert "--reload-interval-s" in json.loads(body)["error"]
+        assert serving(port) == f"{AUTH_MODEL}/2" and metric(port, "mlsys_model_reloads_total") == reloads
+        assert call(port, "/reload", raw=b"", method="POST")[0] == 401  # the token is checked before the throttle
+        from mlsys.serving.online.reload_hook import notify
+
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            notify(f"http://127.0.0.1:{port}", timeout_s=2, token=guarded.token)  # Retry-After is past its deadline
+        assert refused.value.code == 429
+        assert metric(port, 'mlsys_reload_requests_total{code="429"}') == 4
+        assert metric(port, 'mlsys_reload_requests_total{code="200"}') == 1
+    finally:
+        client.set_registered_model_alias(AUTH_MODEL, "champion", "2")
+
+
+def test_predict_needs_the_token_under_predict_auth_and_health_ready_metrics_stay_open(guarded):
+    port = guarded.port
+    before = counted(port)
+    for authorization in (None, "Bearer wrong-token-of-enough-length", f"Bearer {TOKEN}"):
+        status, headers, body = call(port, "/predict", {"text": "check out my channel"}, authorization=authorization)
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+        assert json.loads(body)["field"] == "Authorization" and "prediction" not in json.loads(body)
+    status, _, body = call(port, "/predict", raw=b"[" * 19_000, method="POST")  # 401 before the body is read
+    assert status == 401
+    status, _, body = call(port, "/predict", {"text": "check out my channel"}, token=guarded.token)
+    assert status == 200 and json.loads(body)["model_version"].startswith(AUTH_MODEL)
+    after = counted(port)
+    assert after["401"] == before.get("401", 0) + 4 and after["200"] == before.get("200", 0) + 1
+    for path in ("/health", "/ready", "/metrics"):
+        assert call(port, path)[0] == 200, path
+
+
+def test_predict_auth_without_a_token_or_a_bad_setting_stops_the_server_before_it_starts(registry, tmp_path):
+    """Fail closed at start, naming the setting and the fix: exit code 2, no port opened."""
+    cases = [
+        (["--predict-auth"], {"MLSYS_SERVE_TOKEN": None}, "ServeConfig.predict_auth=True is invalid"),
+        ([], {"MLSYS_SERVE_TOKEN": None, "MLSYS_SERVE_PREDICT_AUTH": "true"}, "set MLSYS_SERVE_TOKEN"),
+        ([], {"MLSYS_SERVE_PREDICT_AUTH": "maybe"}, "MLSYS_SERVE_PREDICT_AUTH='maybe' is not a boolean"),
+        ([], {"MLSYS_SERVE_TOKEN": "short"}, "under the minimum of 16"),
+        ([], {"MLSYS_SERVE_TOKEN": None, "MLSYS_SERVE_TOKEN_FILE": str(tmp_path / "absent")}, "cannot be read"),
+        (["--reload-interval-s", "-1"], {}, "ServeConfig.reload_interval_s=-1.0 is invalid"),
+    ]
+    for args, env, says in cases:
+        done = subprocess.run([sys.executable, "-m", "mlsys.cli", "serve", "--port", str(free_port()), *args],
+                              env=serve_env(registry.home, **env), capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2 and says in done.stderr, (args, env, done.stderr[-2000:])
+    done = subprocess.run([sys.executable, "-m", "mlsys.cli", "serve", "--help"], capture_output=True, text=True, check=False)
+    assert "--predict-auth, --no-predict-auth" in done.stdout and "MLSYS_SERVE_TOKEN" in done.stdout

@@ -59,3 +59,19 @@ def test_bad_jobs():
         Job("a", "nope")
     with pytest.raises(ValueError, match="unique"):
         train_many([Job("a", "x:y"), Job("a", "x:y")], ["cpu"])
+
+
+class _Payload:
+    """Anything pickle can rebuild, e.g. an object whose __reduce__ runs a command."""
+
+
+def test_step_state_in_shared_memory_is_never_unpickled(tmp_path):
+    """Another process writes the step state a worker maps next: weights_only refuses anything but tensors."""
+    import pickle
+
+    from mlsys.training.sharp.runner import _Runner
+
+    (tmp_path / "job").mkdir()
+    torch.save({"rng": torch.zeros(1), "extra": _Payload()}, tmp_path / "job" / "state-0-1.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        _Runner(tmp_path, "cpu")._take("job", 0, 1, cached=False)

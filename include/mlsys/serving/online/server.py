@@ -6,6 +6,10 @@
     GET  /metrics  Prometheus text: latency histogram, batch sizes, queue depth, batch limit, cache, model version
     POST /reload   check the alias now (the promotion task's hook); 500 if the new version fails to load
 
+POST /reload needs ``Authorization: Bearer $MLSYS_SERVE_TOKEN`` (401; 403 when the
+server has no token) and runs at most once per ``--reload-interval-s`` (429 +
+Retry-After); /predict needs the token too under ``--predict-auth``. See guard.py.
+
 A request: parse and check (4xx naming the field, never reaching the model) ->
 LRU cache -> adaptive batcher (503 + Retry-After when it would miss the SLO) ->
 one model thread scores the batch.
@@ -24,12 +28,13 @@ import logging
 import time
 from dataclasses import dataclass
 
+from mlsys.datasets import CHAMPION
 from mlsys.serving.online.batcher import AdaptiveBatcher, BatcherConfig, Overloaded
 from mlsys.serving.online.cache import LRUCache
+from mlsys.serving.online.guard import BearerAuth, Denied, ReloadThrottle, predict_auth_from_env
 from mlsys.serving.online.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Counter, Gauge, Histogram, Registry
 from mlsys.serving.online.model_holder import ModelHolder
 from mlsys.serving.online.request import BadRequest, parse
-from mlsys.datasets import CHAMPION
 from mlsys.spec import require
 
 log = logging.getLogger("mlsys.serve")
@@ -49,6 +54,8 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     max_records: int = 1000
     max_text_chars: int = 20_000
+    predict_auth: bool | None = None  # /predict needs the bearer token too; default $MLSYS_SERVE_PREDICT_AUTH (false)
+    reload_interval_s: float = 5.0  # at most one /reload registry check per interval (0: only one at a time)
 
     def __post_init__(self):
         require(0 < self.port < 65536, "ServeConfig", "port", self.port, "use a TCP port in 1..65535")
@@ -56,6 +63,8 @@ class ServeConfig:
         require(bool(self.alias), "ServeConfig", "alias", self.alias, "name an alias (champion) or a version number")
         for name in ("max_body_bytes", "max_records", "max_text_chars"):
             require(getattr(self, name) >= 1, "ServeConfig", name, getattr(self, name), "use at least 1")
+        require(self.reload_interval_s >= 0, "ServeConfig", "reload_interval_s", self.reload_interval_s,
+                "use 0 (reloads only one at a time) or more seconds")
         require(self.cache_size >= 0, "ServeConfig", "cache_size", self.cache_size, "use 0 (off) or more entries")
         self.batcher()  # validates slo_ms, max_batch, max_queue
 
@@ -78,6 +87,7 @@ class Metrics:
         self.cache_hit_rate = r.add(Gauge("mlsys_cache_hit_rate", "Prediction cache hits / lookups."))
         self.model = r.add(Gauge("mlsys_model_info", "The model version serving now (value 1)."))
         self.reloads = r.add(Gauge("mlsys_model_reloads_total", "Model loads by result."))
+        self.reload_requests = r.add(Counter("mlsys_reload_requests_total", "POST /reload by HTTP status."))
 
 
 class NoModel(RuntimeError):
@@ -115,7 +125,15 @@ class PredictFastPath:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
-        length = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
+        length = authorization = None
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                length = v.decode("latin-1")
+            elif k == b"authorization":
+                authorization = v
+        denied = self.app.state.predict_denied(authorization)  # before reading a byte of the body
+        if denied is not None:
+            return await self._send(send, *denied)
         chunks, size, more = [], 0, True
         while more and size <= self.max_body_bytes:
             message = await receive()
@@ -127,20 +145,34 @@ class PredictFastPath:
             status, headers, body = await self.app.state.predict_body(length, b"".join(chunks))
         except Exception as exc:  # noqa: BLE001 - predict_body answers every error itself; this is the last guard
             status, headers, body = 500, {}, _dumps(_internal(exc, "/predict"))
+        await self._send(send, status, headers, body)
+
+    @staticmethod
+    async def _send(send, status: int, headers: dict[str, str], body: bytes) -> None:
         raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(config: ServeConfig, holder: ModelHolder | None = None):
-    """The FastAPI app; ``holder`` defaults to one that polls ``config.alias`` in the MLflow registry."""
+def create_app(config: ServeConfig, holder: ModelHolder | None = None, auth: BearerAuth | None = None):
+    """The FastAPI app; ``holder`` defaults to one that polls ``config.alias`` in the MLflow registry, ``auth`` to
+    the token in ``$MLSYS_SERVE_TOKEN`` (or its ``_FILE``). A ValueError (SpecError) if the two do not fit."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
 
     from mlsys.settings import settings
 
+    auth = auth or BearerAuth.from_env()
+    predict_auth = predict_auth_from_env() if config.predict_auth is None else config.predict_auth
+    require(auth.configured or not predict_auth, "ServeConfig", "predict_auth", predict_auth,
+            "/predict cannot need a token the server does not have: set MLSYS_SERVE_TOKEN (or MLSYS_SERVE_TOKEN_FILE), "
+            "or pass --no-predict-auth")
+    if not auth.configured:
+        log.warning("no MLSYS_SERVE_TOKEN (or MLSYS_SERVE_TOKEN_FILE): POST /reload is closed (403) until the server "
+                    "is restarted with one; the alias is still polled every %s s", config.poll_s)
+    throttle = ReloadThrottle(config.reload_interval_s)
     holder = holder or ModelHolder(config.model_name or settings().model_name, config.alias, config.poll_s)
     metrics = Metrics()
     cache = LRUCache(config.cache_size)
@@ -177,6 +209,14 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None):
     app = FastAPI(title="mlsys serve", lifespan=lifespan)
     app.state.holder, app.state.batcher, app.state.cache, app.state.metrics = holder, batcher, cache, metrics
     _json_errors(app)
+
+    def predict_denied(authorization: bytes | str | None) -> tuple[int, dict[str, str], bytes] | None:
+        """None when /predict may go on; else the refusal (status, headers, JSON bytes), counted under its status."""
+        denied = auth.check(authorization) if predict_auth else None
+        if denied is None:
+            return None
+        metrics.requests.inc(code=str(denied.status))
+        return denied.status, denied.headers, _dumps(denied.body)
 
     async def predict_body(content_length: str | None, body: bytes) -> tuple[int, dict[str, str], bytes]:
         """The whole /predict: (status, headers, JSON bytes). Shared by the FastAPI route and the fast path."""
@@ -227,10 +267,11 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None):
     async def predict(request: Request):
         from starlette.responses import Response
 
-        status, headers, body = await predict_body(request.headers.get("content-length"), await request.body())
+        refused = predict_denied(request.headers.get("authorization"))
+        status, headers, body = refused or await predict_body(request.headers.get("content-length"), await request.body())
         return Response(body, status_code=status, headers=headers, media_type="application/json")
 
-    app.state.predict_body = predict_body
+    app.state.predict_body, app.state.predict_denied = predict_body, predict_denied
 
     @app.get("/health")
     async def health():
@@ -242,11 +283,30 @@ def create_app(config: ServeConfig, holder: ModelHolder | None = None):
         return _json({"ready": label is not None, "model_version": label}, 200 if label else 503)
 
     @app.post("/reload")
-    async def reload():
-        import asyncio
+    async def reload(request: Request):
+        """Token first (401/403 before anything else), then the throttle (429), then the registry."""
+        denied = auth.check(request.headers.get("authorization"))
+        if denied is None and (wait := throttle.admit()) is not None:
+            denied = Denied(429, {"error": f"/reload: the alias was checked less than {config.reload_interval_s:g} s ago "
+                                           f"or is being checked now (at most one check per --reload-interval-s); "
+                                           f"retry in {wait} s, or rely on the poll every {config.poll_s:g} s"},
+                            {"Retry-After": str(wait)})
+        if denied is not None:
+            metrics.reload_requests.inc(code=str(denied.status))
+            if denied.status != 429:
+                log.warning("POST /reload refused (%d) from %s", denied.status,
+                            request.client.host if request.client else "?")
+            return _json(denied.body, denied.status, denied.headers)
 
-        result = await asyncio.get_running_loop().run_in_executor(None, holder.refresh)
+        def check():
+            try:
+                return holder.refresh()
+            finally:
+                throttle.done()  # in the thread that ran the check: a request cancelled meanwhile keeps the slot
+
+        result = await asyncio.get_running_loop().run_in_executor(None, check)
         body = {"model_version": result.version, "changed": result.changed, "error": result.error}
+        metrics.reload_requests.inc(code="500" if result.error else "200")
         return _json(body, 500 if result.error else 200)
 
     @app.get("/metrics")
@@ -281,14 +341,19 @@ def _json_errors(app) -> None:
         return _json(_internal(exc, request.url.path), 500)
 
 
-def serve(config: ServeConfig) -> int:
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def serve(config: ServeConfig, app=None) -> int:
+    """Run ``app`` (default ``create_app(config)``) on uvicorn until a signal stops it."""
     import uvicorn
 
     from mlsys.tracking import tracker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
+    app = PredictFastPath(app or create_app(config), config.max_body_bytes)
     tracker.configure()
-    app = PredictFastPath(create_app(config), config.max_body_bytes)
     uvicorn.run(app, host=config.host, port=config.port, http="httptools", loop="uvloop",
                 access_log=False, log_level="warning", timeout_keep_alive=30)
     return 0

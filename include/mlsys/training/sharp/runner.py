@@ -165,7 +165,7 @@ class _Runner:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"job {name!r}: step state {path} never appeared; the worker holding it died?")
             time.sleep(0.0005)
-        state = torch.load(path, weights_only=False, mmap=True)
+        state = torch.load(path, weights_only=True, mmap=True)  # tensors and plain data: nothing to unpickle
         path.unlink()  # the mapping stays valid
         return state
 

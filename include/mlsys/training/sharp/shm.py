@@ -21,7 +21,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-SHM = Path("/dev/shm")
+# bandit B108 (a fixed temp path): SHARP's shared memory on purpose, in mkdtemp folders (0700) it reaps
+SHM = Path("/dev/shm")  # nosec B108
 PREFIX = "mlsys-sharp-"
 _OWNED = re.compile(rf"^{re.escape(PREFIX)}(?P<pid>\d+)-")
 # Bytes stored per parameter byte: the weights, and room for the optimizer's state (Adam keeps two
