@@ -1,5 +1,9 @@
 """Static checks of the scale-out deployment (docker-compose.yaml, Dockerfile, .env.example).
 
+Security (docs/security.md) is checked here too: no published port without authentication, no secret on a
+command line, the Airflow passwords file only in the API server, MinIO's root keys only in minio-init, one MinIO
+key and policy per service, and every secret through the secrets-check service that refuses placeholders.
+
 No Docker engine is needed: the compose file is read with PyYAML (which resolves
 the ``x-airflow-common`` anchors and ``<<`` merges as Compose does) and checked
 for the mistakes that only show up at ``docker compose up`` otherwise.
@@ -11,8 +15,11 @@ deliberately broken copy.
 
 from __future__ import annotations
 
+import configparser
 import copy
+import fnmatch
 import itertools
+import json
 import re
 import shlex
 from pathlib import Path
@@ -53,10 +60,17 @@ LIBRARY_VARS = {
     "AWS_SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION",
     "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_S3_ENDPOINT_URL",
     "MLFLOW_DISABLE_TELEMETRY",
 }
 CODE_VAR_PREFIXES = ("MLSYS_", "MLFLOW_", "AWS_")
+# Modules that run as their own one-shot service, not in the Airflow services: what they read, that service sets.
+OWN_SERVICE_MODULES = {
+    "include/mlsys/tracking/accounts.py": "mlflow-init",
+    "include/mlsys/deploy_check.py": "secrets-check",
+}
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, or bare $NAME
 VAR_REF = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<modifier>:?[-?+][^}]*)?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
@@ -261,9 +275,16 @@ def secret_problems(compose: dict) -> list[str]:
 
 
 def code_env_problems(compose: dict, code_vars: dict[str, set[str]]) -> list[str]:
-    """The Airflow services set what include/mlsys reads, and nothing MLSYS_* that it doesn't."""
+    """The Airflow services set what include/mlsys reads, and nothing MLSYS_* that it doesn't; a module that runs as
+    a service of its own (OWN_SERVICE_MODULES) gets what it reads from that service instead."""
     problems = []
-    required = (set(code_vars) - OPTIONAL_CODE_VARS) | LIBRARY_VARS
+    airflow_read = {var for var, files in code_vars.items() if set(files) - set(OWN_SERVICE_MODULES)}
+    required = (airflow_read - OPTIONAL_CODE_VARS) | LIBRARY_VARS
+    for module, service in OWN_SERVICE_MODULES.items():
+        env = environment(compose["services"].get(service, {}))
+        for var in sorted(v for v, files in code_vars.items() if module in files):
+            if var not in env:
+                problems.append(f"{service}: {var} is read by {module} but not set")
     for name in AIRFLOW_SERVICES:
         env = environment(compose["services"][name])
         for var in sorted(required - set(env)):
@@ -376,7 +397,7 @@ def gpu_worker_problems(compose: dict) -> list[str]:
 
     def queues(name: str) -> set[str]:
         args = command_args(services[name])
-        for flag, value in zip(args, args[1:]):
+        for flag, value in itertools.pairwise(args):
             if flag in ("--queues", "-q"):
                 return set(value.split(","))
         return {"default"}
@@ -402,8 +423,10 @@ def mlflow_problems(compose: dict) -> list[str]:
     root = re.search(r"--(?:default-artifact-root|artifacts-destination)[= ](s3://\S+)", args)
     if not root:
         problems.append("mlflow server keeps artifacts outside S3 (no --default-artifact-root s3://...)")
-    if "--backend-store-uri=postgresql" not in args and "--backend-store-uri postgresql" not in args:
-        problems.append("mlflow server has no Postgres backend store")
+    if "--backend-store-uri" in args:
+        problems.append("mlflow server takes its backend store on the command line: use MLFLOW_BACKEND_STORE_URI")
+    if not env.get("MLFLOW_BACKEND_STORE_URI", "").startswith("postgresql"):
+        problems.append("mlflow server has no Postgres backend store (MLFLOW_BACKEND_STORE_URI)")
     if host_of(env.get("MLFLOW_S3_ENDPOINT_URL", "")) != "minio":
         problems.append(f"mlflow MLFLOW_S3_ENDPOINT_URL is {env.get('MLFLOW_S3_ENDPOINT_URL')!r}, not MinIO")
 
@@ -417,6 +440,332 @@ def mlflow_problems(compose: dict) -> list[str]:
         bucket = urlparse(uri).netloc
         if not uri.startswith("s3://") or not re.search(rf"local/{re.escape(bucket)}(\s|$)", init):
             problems.append(f"{uri!r} is not in a bucket that minio-init creates")
+    return problems
+
+
+# ---------------------------------------------------------------- security checks (docs/security.md)
+
+# Published ports and how each is authenticated; any other published port is a finding.
+AUTHENTICATED_PORTS = {
+    ("airflow-apiserver", 8080): "Airflow's auth manager",
+    ("mlflow", 5000): "MLflow's basic-auth app",
+    ("serve", 8000): "the serve bearer token",
+    ("minio", 9000): "S3 request signatures (MinIO users)",
+}
+LOOPBACK_ONLY = {("minio", 9000)}  # published for the host's own users alone
+PASSWORDS_FILE_VAR = "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
+UI_LOGIN_SERVICES = {"airflow-apiserver"}  # the only service that holds the Airflow UI login
+# who may hold MinIO's root keys: the server itself, minio-init (its one user), and the placeholder check
+MINIO_ROOT_HOLDERS = {"minio", "minio-init", "secrets-check"}
+SECRETS_CHECK = "secrets-check"
+SHELL_REF = re.compile(r"\$\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+# a line that hands a secret to a command on stdin through the shell's printf builtin: printf '...' "$$X" | cmd
+STDIN_LINE = re.compile(r"""^\s*printf\s+'[^']*'(\s+"\$\$\{[A-Za-z_][A-Za-z0-9_]*\}")+\s*\|""")
+
+
+def published_ports(service: dict) -> list[tuple[str, int]]:
+    """(host address, container port) of each published port; "" for every address."""
+    out = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            out.append((str(entry.get("host_ip", "")), int(str(entry["target"]).split("/")[0])))
+            continue
+        parts = str(entry).split("/")[0].split(":")
+        host_ip = parts[0] if len(parts) == 3 else ""
+        out.append((host_ip, int(parts[-1].split("-")[0])))
+    return out
+
+
+def ref_names(value: str) -> set[str]:
+    return {name for name, _ in var_refs(value)}
+
+
+def auth_ini(compose: dict, service: str = "mlflow") -> configparser.ConfigParser | None:
+    """The MLflow auth config that MLFLOW_AUTH_CONFIG_PATH of ``service`` points at, from its mounted config."""
+    path = environment(compose["services"][service]).get("MLFLOW_AUTH_CONFIG_PATH")
+    for entry in compose["services"][service].get("configs") or []:
+        if isinstance(entry, dict) and entry.get("target") == path:
+            config = configparser.ConfigParser()
+            config.read_string(compose["configs"][entry["source"]]["content"])
+            return config
+    return None
+
+
+def admin_port_problems(compose: dict) -> list[str]:
+    """No published port without authentication; MinIO's console is not published, its S3 API only on loopback."""
+    services = compose["services"]
+    problems = []
+    for name, service in services.items():
+        for host_ip, port in published_ports(service):
+            if (name, port) not in AUTHENTICATED_PORTS:
+                problems.append(f"{name}: publishes port {port}, which is not one of the authenticated endpoints "
+                                f"{sorted(AUTHENTICATED_PORTS)}")
+            elif (name, port) in LOOPBACK_ONLY and host_ip != "127.0.0.1":
+                problems.append(f"{name}: publishes {port} on {host_ip or 'every address'}; bind it to 127.0.0.1")
+    mlflow_args = command_args(services["mlflow"])
+    if "--app-name=basic-auth" not in mlflow_args and "basic-auth" not in itertools.chain(
+            b for a, b in itertools.pairwise(mlflow_args) if a == "--app-name"):
+        problems.append("mlflow: the server runs without --app-name=basic-auth: anyone who reaches it may write")
+    ini = auth_ini(compose)
+    if ini is None:
+        problems.append("mlflow: MLFLOW_AUTH_CONFIG_PATH is not a config mounted in the service")
+    else:
+        if ini["mlflow"].get("default_permission") != "NO_PERMISSIONS":
+            problems.append(f"mlflow: default_permission is {ini['mlflow'].get('default_permission')!r}: every "
+                            "account would get it on what no role grants; use NO_PERMISSIONS")
+        if "admin_password" in ini["mlflow"]:
+            problems.append("mlflow: the auth config holds admin_password: give it as MLFLOW_AUTH_ADMIN_PASSWORD")
+        if not ini["mlflow"].get("database_uri", "").startswith("postgresql"):
+            problems.append("mlflow: the accounts' database_uri is not Postgres (a SQLite file dies with the container)")
+    serve = environment(services["serve"])
+    if not (serve.get("MLSYS_SERVE_TOKEN") or serve.get("MLSYS_SERVE_TOKEN_FILE")):
+        problems.append("serve: no MLSYS_SERVE_TOKEN (or _FILE): /reload would be closed to the pipeline too")
+    if serve.get("MLSYS_SERVE_PREDICT_AUTH", "").lower() != "true":
+        problems.append("serve: MLSYS_SERVE_PREDICT_AUTH is not \"true\": /predict is open to anyone who reaches it")
+    api = environment(services["airflow-apiserver"])
+    if api.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "").lower() == "true":
+        problems.append("airflow-apiserver: SIMPLE_AUTH_MANAGER_ALL_ADMINS turns the login off")
+    return problems
+
+
+def command_secret_problems(compose: dict) -> list[str]:
+    """No secret on a command line: no ${SECRET} (nor a URL with credentials) in a command, entrypoint or
+    healthcheck, and a $${SECRET} the shell expands only as printf's argument, piped to a command's stdin."""
+    problems = []
+    for name, service in compose["services"].items():
+        parts = {"command": service.get("command"), "entrypoint": service.get("entrypoint"),
+                 "healthcheck": (service.get("healthcheck") or {}).get("test")}
+        for part, value in parts.items():
+            for text in strings(value or []):
+                for ref in sorted(r for r in ref_names(text) if SECRET_NAME.search(r)):
+                    problems.append(f"{name}: ${{{ref}}} is put on its {part} line; pass it in the environment")
+                if URL_CREDENTIALS.search(text.replace("$$", "$")):
+                    problems.append(f"{name}: a URL with credentials on its {part} line")
+                for line in text.splitlines():
+                    shell_secrets = [r for r in SHELL_REF.findall(line) if SECRET_NAME.search(r)]
+                    if shell_secrets and not STDIN_LINE.match(line):
+                        problems.append(f"{name}: the shell puts {', '.join(shell_secrets)} on a command line in "
+                                        f"{line.strip()!r}; hand it over on stdin (printf ... |)")
+    return problems
+
+
+def passwords_file_problems(compose: dict) -> list[str]:
+    """The Airflow UI login (the simple auth manager's passwords file, the admin password) only where the API server
+    runs: never in the common environment or a volume of the containers that run tasks."""
+    services = compose["services"]
+    problems = []
+    common = environment(compose["x-airflow-common"])
+    for var in (PASSWORDS_FILE_VAR, "AIRFLOW_ADMIN_PASSWORD"):
+        if var in common:
+            problems.append(f"x-airflow-common sets {var}: every Airflow container, tasks' too, would get it")
+    for name in AIRFLOW_SERVICES:
+        env = environment(services[name])
+        holds = {var for var in (PASSWORDS_FILE_VAR, "AIRFLOW_ADMIN_PASSWORD") if var in env}
+        holds |= {v for value in env.values() for v in ref_names(value) if v == "AIRFLOW_ADMIN_PASSWORD"}
+        if holds and name not in UI_LOGIN_SERVICES:
+            problems.append(f"{name}: holds {sorted(holds)}, the Airflow UI login; only {sorted(UI_LOGIN_SERVICES)} may")
+    for name in UI_LOGIN_SERVICES:
+        folder = environment(services[name]).get(PASSWORDS_FILE_VAR, "").rsplit("/", 1)[0]
+        if not folder:
+            problems.append(f"{name}: no {PASSWORDS_FILE_VAR}")
+            continue
+        shared = [volume_source(v)[1] for v in services[name].get("volumes") or []
+                  if str(v if isinstance(v, str) else v.get("target", "")).rstrip("/").endswith(":" + folder)
+                  or (isinstance(v, dict) and v.get("target", "").rstrip("/") == folder)]
+        for other, service in services.items():
+            if other in UI_LOGIN_SERVICES:
+                continue
+            mounted = {volume_source(v)[1] for v in service.get("volumes") or []}
+            for source in sorted(mounted & set(shared)):
+                problems.append(f"{other}: mounts {source!r}, which holds the Airflow passwords file")
+    return problems
+
+
+def _policy_allows(policy: dict, action: str, resource: str) -> bool:
+    allowed = False
+    for statement in policy.get("Statement", []):
+        actions = statement.get("Action", [])
+        resources = statement.get("Resource", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = [resources] if isinstance(resources, str) else resources
+        if any(fnmatch.fnmatchcase(action, a) for a in actions) and any(
+                fnmatch.fnmatchcase(resource, r) for r in resources):
+            if statement.get("Effect") == "Deny":
+                return False
+            allowed = allowed or statement.get("Effect") == "Allow"
+    return allowed
+
+
+def minio_policies(compose: dict) -> dict[str, dict]:
+    """{MinIO user variable: the policy minio-init attaches to that user}."""
+    init = compose["services"]["minio-init"]
+    files = {}
+    for entry in init.get("configs") or []:
+        if isinstance(entry, dict) and entry.get("target", "").startswith("/policies/"):
+            files[entry["target"]] = json.loads(compose["configs"][entry["source"]]["content"])
+    script = "\n".join(command_args(init))
+    # `mc admin policy create local NAME /policies/NAME.json`, or the same in `for policy in NAME ...; do`
+    created = set(re.findall(r"mc admin policy create local ([\w-]+) ", script))
+    for names in re.findall(r"for policy in ([\w -]+); do\s+mc admin policy create local \"\$\$\{policy\}\"", script):
+        created |= set(names.split())
+    policies = {n: files.get(f"/policies/{n}.json") for n in created}
+    users = set(re.findall(r"""\| mc admin user add local "\$\$\{(\w+)\}\"""", script))
+    out = {}
+    for policy, user in re.findall(r"""mc admin policy attach local ([\w-]+) --user "\$\$\{(\w+)\}\"""", script):
+        if user in users and policies.get(policy) is not None:
+            out[user] = policies[policy]
+    return out
+
+
+def _object(uri: str, key: str = "probe") -> str:
+    parsed = urlparse(uri)
+    return f"arn:aws:s3:::{parsed.netloc}/{parsed.path.strip('/')}/{key}".replace("//", "/")
+
+
+def minio_credential_problems(compose: dict) -> list[str]:
+    """MinIO's root keys only in minio-init (and the server, and the placeholder check); every other service has its
+    own MinIO user, whose policy allows what it needs on its own prefixes and nothing of what it must not do."""
+    services = compose["services"]
+    problems = []
+    for name, service in [("x-airflow-common", compose["x-airflow-common"]), *services.items()]:
+        refs = {r for text in strings(service.get("environment") or {}) for r in ref_names(text)}
+        root = sorted(r for r in refs if r.startswith("MINIO_ROOT_"))
+        if root and name not in MINIO_ROOT_HOLDERS:
+            problems.append(f"{name}: gets {root}; MinIO's root keys are minio-init's alone")
+    key_of = {}  # service -> the .env variable of its access key
+    for name, service in services.items():
+        env = environment(service)
+        if "AWS_ACCESS_KEY_ID" in env:
+            user = next(iter(ref_names(env["AWS_ACCESS_KEY_ID"])), None)
+            secret = next(iter(ref_names(env.get("AWS_SECRET_ACCESS_KEY", ""))), None)
+            key_of[name] = user
+            if not user or not secret or user.removesuffix("_USER") != secret.removesuffix("_PASSWORD"):
+                problems.append(f"{name}: AWS_ACCESS_KEY_ID {env['AWS_ACCESS_KEY_ID']!r} and AWS_SECRET_ACCESS_KEY "
+                                f"{env.get('AWS_SECRET_ACCESS_KEY')!r} are not one MinIO user's pair")
+    groups = {"airflow": {key_of.get(n) for n in AIRFLOW_SERVICES}, "serve": {key_of.get("serve")},
+              "mlflow": {key_of.get("mlflow")}}
+    for group, keys in groups.items():
+        if len(keys) != 1:
+            problems.append(f"{group}: its services use different MinIO users {sorted(map(str, keys))}")
+    for (a, ka), (b, kb) in itertools.combinations(groups.items(), 2):
+        if ka & kb:
+            problems.append(f"{a} and {b} share the MinIO user {sorted(ka & kb)}: each service gets its own")
+    policies = minio_policies(compose)
+    common = environment(compose["x-airflow-common"])
+    mlflow_root = re.search(r"--default-artifact-root[= ](s3://\S+)", " ".join(command_args(services["mlflow"])))
+    needs = {  # service -> (prefixes it writes, prefixes it reads only)
+        "airflow-worker": ([common.get("MLSYS_STORAGE_URI", ""), common.get("MLSYS_ARTIFACT_URI", "")], []),
+        "mlflow": ([mlflow_root.group(1) if mlflow_root else ""], []),
+        "serve": ([], [common.get("MLSYS_ARTIFACT_URI", "")]),
+    }
+    everything = [common.get("MLSYS_STORAGE_URI", ""), common.get("MLSYS_ARTIFACT_URI", "")]
+    for name, (writes, reads) in needs.items():
+        user = key_of.get(name)
+        policy = policies.get(user)
+        if policy is None:
+            problems.append(f"{name}: minio-init creates no user {user!r} with a policy (mc admin user add / policy "
+                            "attach)")
+            continue
+        for uri in writes:
+            for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+                if not _policy_allows(policy, action, _object(uri)):
+                    problems.append(f"{name}: its MinIO policy does not allow {action} under {uri}")
+        for uri in reads:
+            if not _policy_allows(policy, "s3:GetObject", _object(uri)):
+                problems.append(f"{name}: its MinIO policy does not allow reading {uri}")
+        for uri in everything:
+            if uri not in writes:
+                for action in ("s3:PutObject", "s3:DeleteObject"):
+                    if _policy_allows(policy, action, _object(uri)):
+                        problems.append(f"{name}: its MinIO policy allows {action} under {uri}, which it only reads")
+            if uri not in writes + reads and _policy_allows(policy, "s3:GetObject", _object(uri)):
+                problems.append(f"{name}: its MinIO policy allows reading {uri}, which it does not need")
+        for bucket in ("mlsys", "mlflow", "other-bucket"):
+            for action in ("s3:DeleteBucket", "s3:PutBucketPolicy", "admin:CreateUser"):
+                if _policy_allows(policy, action, f"arn:aws:s3:::{bucket}"):
+                    problems.append(f"{name}: its MinIO policy allows {action} on {bucket}")
+    return problems
+
+
+def mlflow_account_problems(compose: dict) -> list[str]:
+    """Each MLflow client has its own account: the admin only in mlflow and mlflow-init, the workers' and serve's
+    accounts made by mlflow-init (mlsys.tracking.accounts) before anyone uses them."""
+    services = compose["services"]
+    problems = []
+    admin = ref_names(environment(services["mlflow"]).get("MLFLOW_AUTH_ADMIN_PASSWORD", ""))
+    if not admin:
+        problems.append("mlflow: no MLFLOW_AUTH_ADMIN_PASSWORD from .env: the admin account cannot be created")
+    init = services.get("mlflow-init", {})
+    if command_args(init)[-3:] != ["python", "-m", "mlsys.tracking.accounts"]:
+        problems.append(f"mlflow-init runs {command_args(init)}, not python -m mlsys.tracking.accounts")
+    init_env = environment(init)
+    if ref_names(init_env.get("MLFLOW_TRACKING_PASSWORD", "")) != admin:
+        problems.append("mlflow-init does not sign in as the admin that mlflow creates")
+    clients = {"serve": ("MLSYS_MLFLOW_SERVE_USER", "MLSYS_MLFLOW_SERVE_PASSWORD")}
+    clients.update({n: ("MLSYS_MLFLOW_WORKER_USER", "MLSYS_MLFLOW_WORKER_PASSWORD") for n in AIRFLOW_SERVICES})
+    for name, (user, password) in clients.items():
+        env = environment(services[name])
+        if ref_names(env.get("MLFLOW_TRACKING_USERNAME", "")) != {user} or ref_names(
+                env.get("MLFLOW_TRACKING_PASSWORD", "")) != {password}:
+            problems.append(f"{name}: MLFLOW_TRACKING_USERNAME/PASSWORD are not ${{{user}}} / ${{{password}}}")
+        if ref_names(init_env.get(user, "")) != {user} or ref_names(init_env.get(password, "")) != {password}:
+            problems.append(f"mlflow-init does not make the account of {name} ({user}, {password})")
+        if name in ("serve", "airflow-worker", "airflow-worker-gpu") and not _reaches(services, name, "mlflow-init"):
+            problems.append(f"{name}: does not wait for mlflow-init, which makes its MLflow account")
+    for name, service in services.items():
+        env = environment(service)
+        holds = {r for v in env.values() for r in ref_names(v)} & admin
+        if holds and name not in ("mlflow", "mlflow-init", SECRETS_CHECK):
+            problems.append(f"{name}: holds the MLflow admin password")
+    return problems
+
+
+def _reaches(services: dict, start: str, target: str, condition: str | None = None) -> bool:
+    """Whether ``start`` waits for ``target`` through depends_on (every edge into ``target`` with ``condition``)."""
+    seen, stack = set(), [start]
+    while stack:
+        name = stack.pop()
+        for dep, cond in depends_on(services.get(name, {})).items():
+            if dep == target and (condition is None or cond == condition):
+                return True
+            if dep not in seen:
+                seen.add(dep)
+                stack.append(dep)
+    return False
+
+
+def secrets_check_problems(compose: dict) -> list[str]:
+    """One-shot secrets-check runs mlsys.deploy_check, without network, on every secret the file uses, and every
+    other service waits for it to succeed."""
+    services = compose["services"]
+    check = services.get(SECRETS_CHECK)
+    if check is None:
+        return [f"no {SECRETS_CHECK} service: .env.example's placeholders would start the stack"]
+    problems = []
+    if command_args(check) != ["python", "-m", "mlsys.deploy_check"]:
+        problems.append(f"{SECRETS_CHECK} runs {command_args(check)}, not python -m mlsys.deploy_check")
+    if check.get("network_mode") != "none":
+        problems.append(f"{SECRETS_CHECK} holds every secret: give it network_mode: none")
+    if check.get("restart", "no") != "no":
+        problems.append(f"{SECRETS_CHECK} is a one-shot: restart: \"no\"")
+    checked = {name for name, value in environment(check).items() if ref_names(value) == {name}}
+    used = {r for text in strings(compose) for r in ref_names(text) if SECRET_NAME.search(r)}
+    for name in sorted(used - checked):
+        problems.append(f"{SECRETS_CHECK} does not get ${{{name}}}: a placeholder there would pass")
+    for name in services:
+        if name != SECRETS_CHECK and not _reaches(services, name, SECRETS_CHECK, "service_completed_successfully"):
+            problems.append(f"{name}: starts without waiting for {SECRETS_CHECK} to succeed")
+    return problems
+
+
+def env_example_placeholder_problems(text: str) -> list[str]:
+    """Every secret of .env.example is a CHANGE_ME placeholder, which secrets-check refuses."""
+    problems = []
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            name, value = (part.strip() for part in line.split("=", 1))
+            if SECRET_NAME.search(name) and "CHANGE_ME" not in value:
+                problems.append(f".env.example: {name}={value!r} is not a CHANGE_ME placeholder")
     return problems
 
 
@@ -518,6 +867,44 @@ def test_defaults_are_resolved_in_urls():
 
 def test_mlflow_uses_postgres_and_minio(compose):
     assert mlflow_problems(compose) == []
+
+
+def test_no_unauthenticated_port_is_published(compose):
+    assert admin_port_problems(compose) == []
+
+
+def test_no_secret_on_a_command_line(compose):
+    assert command_secret_problems(compose) == []
+
+
+def test_airflow_login_only_in_the_api_server(compose):
+    assert passwords_file_problems(compose) == []
+
+
+def test_minio_root_keys_only_in_minio_init_and_one_policy_per_service(compose):
+    assert minio_credential_problems(compose) == []
+    assert set(minio_policies(compose)) == {"MINIO_WORKER_USER", "MINIO_SERVE_USER", "MINIO_MLFLOW_USER"}
+
+
+def test_each_mlflow_client_has_its_own_account(compose):
+    assert mlflow_account_problems(compose) == []
+
+
+def test_secrets_check_guards_every_service(compose):
+    assert secrets_check_problems(compose) == []
+    assert env_example_placeholder_problems(ENV_EXAMPLE.read_text()) == []
+    assert env_example_placeholder_problems("MLSYS_SERVE_TOKEN=change-me-token\n") != []
+
+
+def test_policy_evaluation():
+    policy = {"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/p/*"]}]}
+    assert _policy_allows(policy, "s3:GetObject", "arn:aws:s3:::b/p/x")
+    assert not _policy_allows(policy, "s3:GetObject", "arn:aws:s3:::b/q/x")
+    assert not _policy_allows(policy, "s3:PutObject", "arn:aws:s3:::b/p/x")
+    deny = {"Statement": [*policy["Statement"], {"Effect": "Deny", "Action": "s3:*", "Resource": "arn:aws:s3:::b/*"}]}
+    assert not _policy_allows(deny, "s3:GetObject", "arn:aws:s3:::b/p/x")
+    assert published_ports({"ports": ["127.0.0.1:9000:9000", "8000:8000", 5000]}) == [
+        ("127.0.0.1", 9000), ("", 8000), ("", 5000)]
 
 
 def test_dockerfile():
@@ -654,6 +1041,105 @@ def _break_bucket_not_created(c):
     c["x-airflow-common"]["environment"]["MLSYS_STORAGE_URI"] = "s3://other-bucket/storage"
 
 
+def _break_publish_minio_console(c):
+    c["services"]["minio"]["ports"].append("9001:9001")
+
+
+def _break_minio_api_on_every_address(c):
+    c["services"]["minio"]["ports"] = ["9000:9000"]
+
+
+def _break_publish_postgres(c):
+    c["services"]["postgres"]["ports"] = ["5432:5432"]
+
+
+def _break_mlflow_without_auth(c):
+    c["services"]["mlflow"]["command"] = [a for a in c["services"]["mlflow"]["command"] if "app-name" not in a]
+
+
+def _break_mlflow_default_read(c):
+    ini = c["configs"]["mlflow-auth"]["content"]
+    c["configs"]["mlflow-auth"]["content"] = ini.replace("NO_PERMISSIONS", "READ")
+
+
+def _break_serve_predict_open(c):
+    c["services"]["serve"]["environment"]["MLSYS_SERVE_PREDICT_AUTH"] = "false"
+
+
+def _break_secret_in_command(c):
+    c["services"]["mlflow"]["command"].append("--backend-store-uri=postgresql://u:${POSTGRES_PASSWORD}@postgres/mlflow")
+
+
+def _break_secret_as_shell_argument(c):
+    c["services"]["minio-init"]["command"][0] += 'mc admin user add local "$${MINIO_SERVE_USER}" "$${MINIO_SERVE_PASSWORD}"\n'
+
+
+def _break_secret_in_healthcheck(c):
+    c["services"]["postgres"]["healthcheck"]["test"] = ["CMD-SHELL", "PGPASSWORD=${POSTGRES_PASSWORD} pg_isready"]
+
+
+def _break_passwords_file_in_common(c):
+    c["x-airflow-common"]["environment"][PASSWORDS_FILE_VAR] = "/opt/airflow/auth/passwords.json"
+
+
+def _break_admin_password_in_worker(c):
+    c["services"]["airflow-worker"]["environment"]["AIRFLOW_ADMIN_PASSWORD"] = "${AIRFLOW_ADMIN_PASSWORD}"
+
+
+def _break_passwords_volume_shared(c):
+    c["services"]["airflow-apiserver"]["volumes"] = [*c["x-airflow-common"]["volumes"], "airflow-auth:/opt/airflow/auth"]
+    c["services"]["airflow-worker"]["volumes"] = [*c["x-airflow-common"]["volumes"], "airflow-auth:/opt/airflow/auth"]
+
+
+def _break_root_keys_in_serve(c):
+    c["services"]["serve"]["environment"]["AWS_ACCESS_KEY_ID"] = "${MINIO_ROOT_USER}"
+    c["services"]["serve"]["environment"]["AWS_SECRET_ACCESS_KEY"] = "${MINIO_ROOT_PASSWORD}"
+
+
+def _break_serve_uses_worker_key(c):
+    c["services"]["serve"]["environment"]["AWS_ACCESS_KEY_ID"] = "${MINIO_WORKER_USER}"
+    c["services"]["serve"]["environment"]["AWS_SECRET_ACCESS_KEY"] = "${MINIO_WORKER_PASSWORD}"
+
+
+def _break_serve_policy_writes(c):
+    c["configs"]["minio-policy-serve"]["content"] = c["configs"]["minio-policy-worker"]["content"]
+
+
+def _break_worker_policy_narrow(c):
+    policy = c["configs"]["minio-policy-worker"]["content"]
+    c["configs"]["minio-policy-worker"]["content"] = policy.replace('"arn:aws:s3:::mlsys/*", ', "")
+
+
+def _break_policy_not_attached(c):
+    lines = c["services"]["minio-init"]["command"][0].splitlines()
+    c["services"]["minio-init"]["command"][0] = "\n".join(line for line in lines if "attach local mlsys-mlflow" not in line)
+
+
+def _break_serve_mlflow_admin(c):
+    c["services"]["serve"]["environment"]["MLFLOW_TRACKING_USERNAME"] = "${MLFLOW_ADMIN_USERNAME:-admin}"
+    c["services"]["serve"]["environment"]["MLFLOW_TRACKING_PASSWORD"] = "${MLFLOW_ADMIN_PASSWORD}"
+
+
+def _break_workers_before_accounts(c):
+    del c["services"]["airflow-worker"]["depends_on"]["mlflow-init"]
+
+
+def _break_no_secrets_check_wait(c):
+    del c["services"]["minio"]["depends_on"]
+
+
+def _break_unchecked_secret(c):
+    del c["services"]["secrets-check"]["environment"]["MLSYS_SERVE_TOKEN"]
+
+
+def _break_secrets_check_networked(c):
+    del c["services"]["secrets-check"]["network_mode"]
+
+
+def _break_own_service_var(c):
+    del c["services"]["mlflow-init"]["environment"]["MLFLOW_TRACKING_USERNAME"]
+
+
 BREAKAGES = [
     (_break_depends_on_undefined, dependency_problems),
     (_break_healthy_without_healthcheck, dependency_problems),
@@ -684,6 +1170,29 @@ BREAKAGES = [
     (_break_gpu_reservation, gpu_worker_problems),
     (_break_mlflow_artifacts, mlflow_problems),
     (_break_bucket_not_created, mlflow_problems),
+    (_break_publish_minio_console, admin_port_problems),
+    (_break_minio_api_on_every_address, admin_port_problems),
+    (_break_publish_postgres, admin_port_problems),
+    (_break_mlflow_without_auth, admin_port_problems),
+    (_break_mlflow_default_read, admin_port_problems),
+    (_break_serve_predict_open, admin_port_problems),
+    (_break_secret_in_command, command_secret_problems),
+    (_break_secret_as_shell_argument, command_secret_problems),
+    (_break_secret_in_healthcheck, command_secret_problems),
+    (_break_passwords_file_in_common, passwords_file_problems),
+    (_break_admin_password_in_worker, passwords_file_problems),
+    (_break_passwords_volume_shared, passwords_file_problems),
+    (_break_root_keys_in_serve, minio_credential_problems),
+    (_break_serve_uses_worker_key, minio_credential_problems),
+    (_break_serve_policy_writes, minio_credential_problems),
+    (_break_worker_policy_narrow, minio_credential_problems),
+    (_break_policy_not_attached, minio_credential_problems),
+    (_break_serve_mlflow_admin, mlflow_account_problems),
+    (_break_workers_before_accounts, mlflow_account_problems),
+    (_break_no_secrets_check_wait, secrets_check_problems),
+    (_break_unchecked_secret, secrets_check_problems),
+    (_break_secrets_check_networked, secrets_check_problems),
+    (_break_own_service_var, lambda c: code_env_problems(c, code_env_vars())),
 ]
 
 
