@@ -310,7 +310,7 @@ def celery_problems(compose: dict) -> list[str]:
             problems.append(f"{key} is {env.get(key)!r}, expected {value!r}")
     prefixes = {
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://",
-        "AIRFLOW__CELERY__RESULT_BACKEND": "db+postgresql://",
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+postgresql+psycopg2://",  # SQLAlchemy 2.1: bare = psycopg 3
         "AIRFLOW__CELERY__BROKER_URL": "redis://",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://",
     }

@@ -18,6 +18,9 @@ Isolation from other users of the same servers:
 * each cluster uses its own Celery queue (``[operators] default_queue``), so
   workers of concurrent runs never take each other's tasks.
 
+``tests/e2e/compose_stack.py`` builds on this class: the same helpers, with
+docker-compose.yaml's services and their compose environments as the components.
+
 Environment overrides:
 
 * ``MLSYS_CI_POSTGRES``: libpq URL of an existing database to connect to,
@@ -288,6 +291,8 @@ class Component:
     args: list[str]
     log_path: Path
     proc: subprocess.Popen | None = None
+    env: dict[str, str] | None = None  # default: the cluster's environment
+    cwd: Path | None = None  # default: the cluster's home
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -315,6 +320,10 @@ class AirflowCluster:
     parallelism: int = 4
     worker_concurrency: int = 2
     startup_timeout: float = 120.0
+    # what /api/v2/monitor/health must call healthy before start() returns
+    health_required: tuple[str, ...] = ("metadatabase", "scheduler", "dag_processor")
+    # log in as this (username, password); default: the simple auth manager's generated admin password
+    admin: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.home = Path(self.home)
@@ -434,21 +443,30 @@ class AirflowCluster:
             ),
         ]
         for name, args in specs:
-            comp = Component(name, args, logs / f"{name}.log")
-            with open(comp.log_path, "wb") as out:
-                comp.proc = subprocess.Popen(
-                    args,
-                    env=self.env,
-                    cwd=self.home,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: we can stop all its children
-                )
-            self.components.append(comp)
+            self.spawn(Component(name, args, logs / f"{name}.log"))
 
         self._wait_healthy()
         self.timings["startup"] = time.monotonic() - t0
+
+    def spawn(self, comp: Component, mode: str = "wb") -> Component:
+        """Start ``comp`` in a session of its own (so that we can stop all its children), its output in its log;
+        add it to the cluster's components."""
+        with open(comp.log_path, mode) as out:
+            if "a" in mode:
+                out.write(f"\n===== [airflow_cluster] {comp.name} restarted =====\n".encode())
+                out.flush()
+            comp.proc = subprocess.Popen(
+                comp.args,
+                env=comp.env if comp.env is not None else self.env,
+                cwd=comp.cwd or self.home,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if comp not in self.components:
+            self.components.append(comp)
+        return comp
 
     def stop(self) -> None:
         """Stop every component (SIGTERM, then SIGKILL to its process group); drop the database."""
@@ -533,19 +551,7 @@ class AirflowCluster:
         comp = self.component(name)
         if comp.alive():
             raise ClusterError(f"{name} is still running (pid {comp.proc.pid}): kill or stop it first")
-        with open(comp.log_path, "ab") as out:
-            out.write(f"\n===== [airflow_cluster] {name} restarted =====\n".encode())
-            out.flush()
-            comp.proc = subprocess.Popen(
-                comp.args,
-                env=self.env,
-                cwd=self.home,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return comp
+        return self.spawn(comp, mode="ab")
 
     def check_alive(self) -> None:
         dead = [c for c in self.components if not c.alive()]
@@ -569,7 +575,7 @@ class AirflowCluster:
                 health = self._request("GET", "/api/v2/monitor/health", auth=False)
                 states = {k: (v or {}).get("status") for k, v in health.items()}
                 last = json.dumps(states)
-                if all(states.get(k) == "healthy" for k in ("metadatabase", "scheduler", "dag_processor")):
+                if all(states.get(k) == "healthy" for k in self.health_required):
                     return
             except (urllib.error.URLError, ConnectionError, OSError) as err:
                 last = repr(err)
@@ -602,7 +608,12 @@ class AirflowCluster:
             raise ClusterError(f"{method} {path} -> HTTP {err.code}: {detail}") from err
 
     def token(self) -> str:
-        """A JWT from the simple auth manager (user ``admin``, generated password)."""
+        """A JWT from the simple auth manager: as ``self.admin`` if set, else as the admin whose password
+        the simple auth manager generated."""
+        if self._token is None and self.admin is not None:
+            user, password = self.admin
+            resp = self._request("POST", "/auth/token", {"username": user, "password": password}, auth=False)
+            self._token = resp["access_token"]
         if self._token is None:
             pw_file = self.home / "simple_auth_manager_passwords.json.generated"
             deadline = time.monotonic() + 30
@@ -698,13 +709,15 @@ class AirflowCluster:
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
 
-    def celery_evidence(self, dag_id: str, run_id: str, timeout: float = 60) -> dict[str, dict]:
+    def celery_evidence(self, dag_id: str, run_id: str, timeout: float = 60,
+                        workers: tuple[str, ...] = ("celery-worker",)) -> dict[str, dict]:
         """How the Celery side saw each task instance of the run.
 
         For each task instance (key ``task_id`` or ``task_id[map_index]``): the
         Celery task id the scheduler assigned (``external_executor_id``),
-        whether our worker's log shows it received and succeeded, and its state
-        in the Celery result backend.  The Airflow task state is final before
+        whether our worker's log shows it received and succeeded (``worker``:
+        which of ``workers``, component names, did), and its state in the Celery
+        result backend.  The Airflow task state is final before
         the worker's Celery task returns (a few seconds later), so this waits up
         to ``timeout`` for every Celery task to report SUCCESS.
         """
@@ -712,10 +725,10 @@ class AirflowCluster:
             "SELECT task_id, map_index, external_executor_id FROM task_instance WHERE dag_id = %s AND run_id = %s",
             (dag_id, run_id),
         )
-        worker_log = self.component("celery-worker").log_path
+        worker_logs = {name: self.component(name).log_path for name in workers}
         deadline = time.monotonic() + timeout
         while True:
-            log = worker_log.read_text(errors="replace") if worker_log.exists() else ""
+            logs = {name: p.read_text(errors="replace") if p.exists() else "" for name, p in worker_logs.items()}
             try:
                 results = dict(self.sql("SELECT task_id, status FROM celery_taskmeta"))
             except Exception:  # noqa: BLE001 - the table appears with the first result
@@ -723,10 +736,12 @@ class AirflowCluster:
             info: dict[str, dict] = {}
             for task_id, map_index, celery_id in rows:
                 key = task_id if map_index < 0 else f"{task_id}[{map_index}]"
+                took = [n for n, log in logs.items() if celery_id and f"execute_workload[{celery_id}] received" in log]
                 info[key] = {
                     "celery_task_id": celery_id,
-                    "worker_received": bool(celery_id) and f"execute_workload[{celery_id}] received" in log,
-                    "worker_succeeded": bool(celery_id) and f"execute_workload[{celery_id}] succeeded" in log,
+                    "worker": took[0] if len(took) == 1 else took or None,
+                    "worker_received": bool(took),
+                    "worker_succeeded": any(f"execute_workload[{celery_id}] succeeded" in logs[n] for n in took),
                     "result_backend_state": results.get(celery_id),
                 }
             done = all(v["worker_succeeded"] and v["result_backend_state"] == "SUCCESS" for v in info.values())
