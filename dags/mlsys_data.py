@@ -44,7 +44,7 @@ from mlsys.validation.stage import ValidateSpec
         **form(IngestSpec, "source", "test_group", "gold_size"),
         **form(LabelSpec, "lfs", "epochs"),
         **form(IngestSpec, "seed"),
-        **form(LabelSpec, "fault_tolerant"),
+        **form(LabelSpec, "fault_tolerant", "applier"),
         **form(ValidateSpec, "release_clean", "accept_schema_update"),
     },
 )

@@ -6,8 +6,11 @@ configurations, e.g. `{"lr": [0.003, 0.01], "dim": [32, 64], "depth": [1, 2]}`. 
 `depth`, `dropout`, `batch_size`, `epochs`, `optimizer` (`adam`/`sgd`); an unknown key or a bad value
 fails **plan** before anything trains.
 
-- `mode=sharp`: **select_sharp** trains every candidate in one task with SHARP (Hydra's shard
+- `mode=sharp`: **select_all** trains every candidate in one task with SHARP (Hydra's shard
   alternator) on `workers` devices of one node; a candidate bigger than `budget_mb` is spilled.
+- `mode=mop`: **select_all** trains every candidate with Cerebro's model hopper parallelism: `workers`
+  torchrun ranks each hold one partition of the rows, and the candidates (spilled ones too) hop between
+  them once per sub-epoch. A retry of the task resumes each candidate at its last finished epoch.
 - `mode=mapped`: **select_one** is mapped over the candidates, one Airflow task each, across workers.
 
 Each candidate is a nested MLflow run (its config, loss curve and validation metrics); a comparison
@@ -42,9 +45,8 @@ from mlsys.training.selection import SelectionSpec
     params={
         "grid": Param(json.loads(SelectionSpec.grid), type=["object", "array"],
                       description=knobs(SelectionSpec)["grid"].metadata["help"]),
-        "mode": Param("sharp", enum=["sharp", "mapped"], description="sharp: all candidates in one task with SHARP "
-                      "on this node's devices; mapped: one Airflow task per candidate."),
-        **form(SelectionSpec, "metric", "workers", "device", "budget_mb", "val_fraction", "dataset_version", "seed"),
+        **form(SelectionSpec, "mode", "metric", "workers", "device", "budget_mb", "val_fraction", "dataset_version",
+               "seed"),
         **form(EvaluateSpec, "gate_metric"),
     },
 )
@@ -57,13 +59,14 @@ def mlsys_model_selection():
 
     @task.branch
     def choose_mode(planned: dict) -> str:
-        return "select_sharp" if planned["mode"] == "sharp" else "candidate_grids"
+        return "candidate_grids" if planned["mode"] == "mapped" else "select_all"
 
     @task
-    def select_sharp(params=None) -> dict:
+    def select_all(params=None, dag_run=None) -> dict:
         import json
 
-        return run_in_task("select", params, grid=json.dumps(params["grid"]))
+        key = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{dag_run.dag_id}-{dag_run.run_id}")
+        return run_in_task("select", params, grid=json.dumps(params["grid"]), checkpoint_key=key)  # retries resume
 
     @task
     def candidate_grids(planned: dict) -> list[str]:
@@ -76,10 +79,10 @@ def mlsys_model_selection():
         return run_in_task("select", params, grid=grid, workers=1)
 
     @task(trigger_rule="none_failed_min_one_success")
-    def pick(sharp: dict | None, mapped: list | None, params=None) -> dict:
-        results = [r for r in ([sharp] if sharp else []) + list(mapped or []) if r]
+    def pick(together: dict | None, mapped: list | None, params=None) -> dict:
+        results = [r for r in ([together] if together else []) + list(mapped or []) if r]
         if not results:
-            raise ValueError("no candidate trained: neither select_sharp nor select_one returned a result")
+            raise ValueError("no candidate trained: neither select_all nor select_one returned a result")
 
         def score(r: dict) -> float:
             return next(c["val"][params["metric"]] for c in r["candidates"] if c["name"] == r["best"])
@@ -93,11 +96,11 @@ def mlsys_model_selection():
 
     planned = plan()
     choice = choose_mode(planned)
-    sharp = select_sharp()
+    together = select_all()
     grids = candidate_grids(planned)
     mapped = select_one.expand(grid=grids)
-    choice >> [sharp, grids]
-    evaluate_register(pick(sharp, mapped))
+    choice >> [together, grids]
+    evaluate_register(pick(together, mapped))
 
 
 dag = mlsys_model_selection()

@@ -67,7 +67,7 @@ TRAIN_PLACEMENT = ({"queue": TRAIN_QUEUE, "pool": TRAIN_QUEUE, "on_failure_callb
     params={
         **form(TrainSpec, "dataset_version", "epochs", "batch_size", "lr", "dim", "depth", "seed", "char_ngrams",
                "strategy", "nproc", "replicas", "microbatches", "schedule", "balance", "rematerialize", "device",
-               "checkpoint_every"),
+               "checkpoint_every", "uncovered", "rebalance", "operating_point", "precision_target"),
         **form(EvaluateSpec, "gate_metric"),
     },
 )

@@ -12,10 +12,13 @@ Stages import these names from here, never from each other.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
+
+_PLAIN_INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")  # fits int64; no "+", no leading zero: "007" stays text
 
 UNLABELED, GOLD, TEST = "comments_unlabeled", "comments_gold", "comments_test"
 COMMENTS = "comments"  # the snapshot series of an ingest: comments@latest names its three splits
@@ -34,3 +37,15 @@ LABELED_COLUMNS = ["id", "group", "text", "label", "label_proba", "label_source"
 def trainable(labeled: "pd.DataFrame") -> "pd.DataFrame":
     """The rows of a labeled dataset that may train a model: a positive weight and a label (gold or weak)."""
     return labeled[(labeled["weight"] > 0) & (labeled["label_source"] != "unlabeled")].reset_index(drop=True)
+
+
+def typed_ids(ids: "pd.Series") -> "pd.Series":
+    """Ids read as text, back as int64 when every one is a plainly written integer, else as they are.
+
+    Ids are read as text (so "007" and "7" stay two ids, and a missing id is seen as missing);
+    this gives an integer-keyed input its integers back, so every output joins to the user's table.
+    """
+    text = ids.astype(str)
+    if len(text) and ids.notna().all() and text.map(lambda v: _PLAIN_INT.fullmatch(v) is not None).all():
+        return text.astype("int64")
+    return ids

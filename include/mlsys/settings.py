@@ -72,6 +72,8 @@ class Settings:
     retry_delay_s: float  # Airflow's delay before a failed task's retry (the fault suite shortens it)
     data_roots: tuple[Path, ...]  # folders an ingest source may be read from
     lf_modules: tuple[str, ...]  # module prefixes labeling functions may be imported from
+    dask_scheduler: str  # the label stage's applier=dask: a dask.distributed scheduler address; "" = a LocalCluster
+    spark_master: str  # the label stage's applier=spark: a Spark master URL; "" = local[jobs]
 
     def in_data_roots(self, path: str | Path) -> bool:
         """Whether ``path`` (symlinks resolved) lies under one of the data roots: what a source param may read."""
@@ -107,6 +109,8 @@ class Settings:
                 "MLSYS_DATA_ROOTS", "").split(os.pathsep) if p.strip()) or (data_dir.expanduser().resolve(), home),
             lf_modules=tuple(m.strip() for m in os.environ.get(
                 "MLSYS_LF_MODULES", "mlsys.labeling,lfs").split(",") if m.strip()),
+            dask_scheduler=os.environ.get("MLSYS_DASK_SCHEDULER", "").strip(),
+            spark_master=os.environ.get("MLSYS_SPARK_MASTER", "").strip(),
         )
 
 

@@ -375,3 +375,20 @@ def test_errors_never_echo_the_files_content(mlsys_home, tmp_path):
     with pytest.raises(DataError, match=r"'label' must be 0 or 1; 1 rows are not, e\.g\. data rows \[0\]") as info:
         run(IngestSpec(source=str(tmp_path / "file.csv")))
     assert "password123" not in str(info.value)
+
+
+def test_integer_ids_stay_integers_and_text_ids_stay_text(mlsys_home, tmp_path, youtube):
+    src = tmp_path / "ints"
+    src.mkdir()
+    for i, path in enumerate(sorted(youtube.glob("*.csv"))):
+        df = pd.read_csv(path, dtype=str)
+        df["COMMENT_ID"] = [str(i * 100_000 + j) for j in range(len(df))]
+        df.to_csv(src / path.name, index=False)
+    run(IngestSpec(source=str(src)))
+    store = DatasetStore()
+    for name in (UNLABELED, GOLD, TEST):
+        assert store.read(name)["id"].dtype == "int64", name
+    (src / "Youtube01-Psy.csv").write_text(HEADER + 'a1,ann,2015-01-01,"hi",0\n007,bob,2015-01-01,"yo",1\n')
+    run(IngestSpec(source=str(src)))
+    assert store.read(GOLD)["id"].dtype != "int64", "one non-integer id keeps them all text"
+    assert "007" in set(store.read(UNLABELED)["id"]) | set(store.read(GOLD)["id"]) | set(store.read(TEST)["id"])

@@ -122,3 +122,81 @@ def test_an_lf_output_outside_the_classes_is_an_error():
 def test_duplicate_lf_names_are_an_error():
     with pytest.raises(LFError, match=r"unique; \['free'\]"):
         FastLFApplier([regex_lf("free", "a", 1), regex_lf("free", "b", 1)])
+
+
+# -- scale-out: Snorkel's Dask and Spark appliers on a real local cluster -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    """A dask.distributed LocalCluster (2 worker processes) and a local Spark session (2 cores), for the module.
+
+    The LFs defined in this file travel to the workers by value (cloudpickle), as a user's LF module would be
+    importable there by name."""
+    import sys
+
+    import cloudpickle
+    from dask.distributed import LocalCluster
+    from pyspark import cloudpickle as spark_cloudpickle
+
+    from mlsys.labeling.applier import SparkApplier
+
+    module = sys.modules[__name__]
+    for pickler in (cloudpickle, spark_cloudpickle):
+        pickler.register_pickle_by_value(module)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        session = SparkApplier(MIXED, master="local[2]").session()
+        yield {"dask": {"address": cluster.scheduler_address}, "spark": {"master": "local[2]"}}
+        session.stop()
+    for pickler in (cloudpickle, spark_cloudpickle):
+        pickler.unregister_pickle_by_value(module)
+
+
+@pytest.mark.parametrize("kind", ["dask", "spark"])
+def test_cluster_appliers_give_pandas_and_our_matrix(comments, clusters, kind):
+    from mlsys.labeling.applier import make_applier
+
+    expected = PandasLFApplier(MIXED).apply(comments, progress_bar=False)
+    ours = FastLFApplier(MIXED, n_jobs=2).apply(comments)
+    got = make_applier(kind, MIXED, n_jobs=2, **clusters[kind]).apply(comments)
+    assert got.dtype == expected.dtype and got.shape == expected.shape == (len(comments), len(MIXED))
+    assert np.array_equal(got, expected) and np.array_equal(got, ours)
+
+
+@pytest.mark.parametrize("kind", ["dask", "spark"])
+def test_cluster_appliers_raise_an_lfs_error_or_abstain(clusters, kind):
+    from mlsys.labeling.applier import make_applier
+
+    with pytest.raises(LFError, match=rf"the {kind} applier failed: .*boom.*fault_tolerant=True"):
+        make_applier(kind, [crashes_on_sevens], n_jobs=2, **clusters[kind]).apply(FRAME)
+    tolerant = make_applier(kind, [crashes_on_sevens, regex_lf("free", "free", 1)], n_jobs=2, fault_tolerant=True,
+                            **clusters[kind])
+    assert tolerant.apply(FRAME).tolist() == [[-1, 1], [-1, -1], [-1, -1], [-1, -1]]
+    with pytest.raises(LFError, match=r"'says_seven' returned 7 on row 'b7'"):
+        make_applier(kind, [says_seven], n_jobs=2, **clusters[kind]).apply(FRAME)
+
+
+def test_the_label_stage_offers_every_applier_and_refuses_others():
+    from mlsys.errors import SpecError
+    from mlsys.labeling.applier import APPLIERS, make_applier
+    from mlsys.labeling.stage import LabelSpec
+    from mlsys.spec import knobs
+
+    assert tuple(knobs(LabelSpec)["applier"].metadata["schema"]["enum"]) == APPLIERS
+    assert LabelSpec(applier="spark").applier == "spark"
+    with pytest.raises(SpecError, match=r"LabelSpec\.applier='hadoop' is invalid: use one of \['fast', 'dask'"):
+        LabelSpec(applier="hadoop")
+    with pytest.raises(LFError, match=r"applier='hadoop' is invalid"):
+        make_applier("hadoop", youtube_lfs.lfs)
+
+
+def test_label_frame_runs_on_a_cluster_applier(comments, clusters, monkeypatch):
+    """The label stage's path: label_frame(applier="dask") with the scheduler from MLSYS_DASK_SCHEDULER."""
+    from mlsys.labeling.labeler import label_frame
+
+    monkeypatch.setenv("MLSYS_DASK_SCHEDULER", clusters["dask"]["address"])
+    data = comments[["id", "text"]].head(400)
+    gold = comments[["id"]].head(60).assign(label=comments["label"].head(60).astype(int))
+    fast, _ = label_frame(data, youtube_lfs.lfs, gold, epochs=20, n_jobs=1)
+    dask, _ = label_frame(data, youtube_lfs.lfs, gold, epochs=20, n_jobs=1, applier="dask")
+    assert dask["label"].tolist() == fast["label"].tolist()

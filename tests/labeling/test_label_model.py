@@ -80,3 +80,26 @@ def test_without_gold_the_label_model_is_used_and_rates_itself():
     assert model.chosen == "label_model" and not model.calibrated
     assert model.quality_source == "label_model_confidence" and 0.5 <= model.quality <= 1
     assert set(model.learned_weights(["a", "b", "c"])) == {"label_model"}
+
+
+def test_class_balance_and_uncovered_rows_come_from_the_gold():
+    """LFs that only fire on class 1: the covered rows are mostly 1, the corpus and the uncovered rows mostly 0."""
+    import numpy as np
+
+    from mlsys.labeling.label_model import GoldAwareLabelModel
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(3000) < 0.15).astype(int)
+    L = np.full((3000, 3), -1)
+    for j, rate in enumerate((0.7, 0.6, 0.5)):
+        fires = (y == 1) & (rng.random(3000) < rate) | (y == 0) & (rng.random(3000) < 0.03)
+        L[fires, j] = 1
+    gold = rng.choice(3000, 200, replace=False)
+    rest = np.setdiff1d(np.arange(3000), gold)
+    model = GoldAwareLabelModel(epochs=200).fit(L[rest], L[gold], y[gold])
+    assert model.class_balance_source == "gold" and model.uncovered_source == "gold"
+    assert abs(model.class_balance[1] - y[gold].mean()) < 0.01
+    uncovered = ~(L != -1).any(axis=1)
+    assert model.uncovered_proba[0] > 0.9 and abs(model.uncovered_proba[1] - y[uncovered].mean()) < 0.05
+    no_gold = GoldAwareLabelModel(epochs=200).fit(L[rest])
+    assert no_gold.class_balance_source == "label_model" and len(no_gold.uncovered_proba) == 2

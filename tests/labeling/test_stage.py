@@ -439,3 +439,19 @@ def test_file_mode_paths_outside_the_data_roots_are_refused(tmp_path, monkeypatc
         kwargs = {"data": str(tmp_path / "in.csv"), "out": str(tmp_path / "out.parquet"), field: path}
         with pytest.raises(SpecError, match=rf"LabelSpec\.{field}='{path}'.*MLSYS_DATA_ROOTS"):
             LabelSpec(**kwargs)
+
+
+def test_file_mode_integer_ids_come_back_as_integers(files, capsys, tmp_path):
+    import pandas as pd
+
+    numbered = dict(zip(files.frame["COMMENT_ID"], range(10, 10 + len(files.frame))))
+    data = pd.read_csv(files.data, dtype=str)
+    data["COMMENT_ID"] = data["COMMENT_ID"].map(numbered)
+    data.to_csv(files.data, index=False)
+    gold = files.gold_frame.assign(COMMENT_ID=files.gold_frame["COMMENT_ID"].map(numbered))
+    gold.to_csv(files.gold, index=False)
+    code, _, err = _cli(capsys, *_file_args(files))
+    assert code == 0, err
+    out = pd.read_parquet(files.out)
+    assert out["COMMENT_ID"].dtype == "int64"
+    assert set(out["COMMENT_ID"]) == set(numbered.values())

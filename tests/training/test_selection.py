@@ -38,11 +38,21 @@ def test_bad_spec_fields():
         SelectionSpec(metric="auc")
     with pytest.raises(SpecError, match=r"SelectionSpec.workers=0"):
         SelectionSpec(workers=0)
+    with pytest.raises(SpecError, match=r"SelectionSpec.mode='hogwild' is invalid: use one of \['sharp', 'mapped', 'mop"):
+        SelectionSpec(mode="hogwild")
+
+
+def test_mop_needs_a_device_per_worker(monkeypatch):
+    monkeypatch.setenv("MLSYS_CPU_DEVICES", "2")
+    with pytest.raises(SpecError, match=r"SelectionSpec.workers=3 is invalid: mop runs one rank per device"):
+        SelectionSpec(mode="mop", workers=3)
+    assert SelectionSpec(mode="sharp", workers=3).workers == 3, "SHARP shares devices"
 
 
 @pytest.fixture(scope="module")
 def selected(prepared_home):
-    """ingest -> label -> select (3 candidates, SHARP on 2 workers) -> evaluate."""
+    """ingest -> label -> select (3 candidates, SHARP on 2 workers) -> evaluate; then the same grid with MOP
+    (2 ranks, one partition each; the largest candidate spilled and hopping) -> evaluate."""
     import mlflow
 
     from mlsys.registry.stage import EvaluateSpec
@@ -60,12 +70,18 @@ def selected(prepared_home):
                                        budget_mb=30.0))
         with stage_run(RunContext.cli("evaluate")):
             gate = evaluate(EvaluateSpec(model_uri=result.model_uri))
+        with stage_run(RunContext.cli("select")) as mop_active:
+            mop = run(SelectionSpec(grid=grid, dataset_version=labeled.version, num_buckets=1024, workers=2,
+                                    budget_mb=30.0, mode="mop"))
+        with stage_run(RunContext.cli("evaluate")):
+            mop_gate = evaluate(EvaluateSpec(model_uri=mop.model_uri))
         client = mlflow.MlflowClient(f"sqlite:///{env.home / 'mlflow.db'}")
-        yield result, gate, client, client.get_run(active.info.run_id)
+        mop_run = client.get_run(mop_active.info.run_id)
+        yield result, gate, client, client.get_run(active.info.run_id), (mop, mop_gate, mop_run)
 
 
 def test_every_candidate_is_a_nested_run_with_its_curve(selected):
-    result, _, client, parent = selected
+    result, _, client, parent, _ = selected
     assert len(result.candidates) == 3
     for cand in result.candidates:
         run = client.get_run(cand["run_id"])
@@ -79,12 +95,35 @@ def test_every_candidate_is_a_nested_run_with_its_curve(selected):
 
 
 def test_the_best_on_validation_is_logged_and_gated(selected):
-    result, gate, client, parent = selected
+    result, gate, client, parent, _ = selected
     best = max(result.candidates, key=lambda c: c["val"]["f1"])
     assert result.best == best["name"] and parent.data.params["best"] == best["name"]
     assert parent.data.metrics["best_val_f1"] == pytest.approx(best["val"]["f1"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"model_selection.png", "model_selection.json"} <= artifacts
     assert gate.version == "1" and gate.promoted, "the first challenger becomes champion"
-    assert str(client.get_model_version_by_alias("select-test", "challenger").version) == "1"
+    assert client.get_model_version("select-test", "1").run_id == parent.info.run_id
     assert json.loads(json.dumps(result.to_json()))["best"] == result.best
+
+
+def test_mop_mode_tracks_and_gates_the_same_way(selected):
+    result, _, client, _, (mop, gate, parent) = selected
+    assert [c["name"] for c in mop.candidates] == [c["name"] for c in result.candidates]
+    assert parent.data.params["mode"] == "mop" and parent.data.params["best"] == mop.best
+    for cand in mop.candidates:
+        run = client.get_run(cand["run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        units = client.get_metric_history(cand["run_id"], "train_loss_unit")
+        assert len(units) == 2 * cand["config"]["epochs"], "one unit per partition per epoch"
+        assert len(client.get_metric_history(cand["run_id"], "train_loss")) == cand["config"]["epochs"]
+    assert [c["spilled"] for c in mop.candidates] == [c["spilled"] for c in result.candidates], "spilled ones hop too"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"model_selection.png", "model_selection.json", "mop_schedule.png", "mop_visits.json"} <= artifacts
+    visits = json.loads(open(client.download_artifacts(parent.info.run_id, "mop_visits.json")).read())["visits"]
+    for cand in mop.candidates:
+        epochs = range(cand["config"]["epochs"])
+        per_epoch = [sorted(p for e, p in visits[cand["name"]] if e == epoch) for epoch in epochs]
+        assert per_epoch == [[0, 1]] * cand["config"]["epochs"]
+    assert parent.data.metrics["mop_bytes_sent"] > 0 and parent.data.metrics["mop_data_bytes_per_worker"] > 0
+    assert gate.version == "2", "the MOP winner is registered as the next challenger and gated against champion"
+    assert str(client.get_model_version_by_alias("select-test", "challenger").version) == "2"

@@ -50,12 +50,32 @@ def test_result_names_the_validated_dataset_and_the_run(trained):
     assert data["model_uri"] == result.model_uri and data["train_rows"] == result.train_rows
 
 
-def test_only_rows_with_weight_train(trained):
+def test_training_rows_are_the_labeled_and_uncovered_rows_but_the_dev_gold(trained):
     df = trained.df
-    assert (df["weight"] == 0).sum() > 0, "the real data has rows no LF covers"
-    assert trained.result.train_rows == int((df["weight"] > 0).sum())
-    assert trained.result.train_rows == int((df["label_source"] != "unlabeled").sum())
+    uncovered = int((df["label_source"] == "unlabeled").sum())
+    assert uncovered > 0 and (df.loc[df["label_source"] == "unlabeled", "weight"] == 0).all()
+    notes = trained.client.download_artifacts(trained.run.info.run_id, "training_examples.json")
+    notes = json.loads(open(notes).read())
+    gold = int((df["label_source"] == "gold").sum())
+    assert notes["dev_gold_rows"] == gold // 2 and notes["uncovered_rows"] == uncovered
+    weighted = int(((df["weight"] > 0) & (df["label_source"] != "unlabeled")).sum())
+    assert trained.result.train_rows == weighted - notes["dev_gold_rows"] + uncovered  # uncovered="prior"
     assert trained.run.data.params["train_rows"] == str(trained.result.train_rows)
+    assert trained.run.data.params["uncovered"] == "prior" and trained.run.data.params["rebalance"] == "True"
+    assert len(notes["rebalance_factors"]) == 2
+
+
+def test_the_operating_point_is_chosen_on_dev_gold_and_stored_with_the_model(trained):
+    from mlsys.serving.champion import load_uri
+
+    metrics = trained.run.data.metrics
+    assert 0.0 < metrics["threshold"] < 1.0 and metrics["dev_f1"] > 0.8
+    scorer = load_uri(trained.result.model_uri)
+    assert scorer.threshold == pytest.approx(metrics["threshold"])
+    scores = scorer.score_texts(trained.df["text"].head(64).tolist())
+    assert (scores.prediction == (scores.proba[:, 1] >= scorer.threshold)).all()
+    artifacts = {a.path for a in trained.client.list_artifacts(trained.run.info.run_id)}
+    assert {"operating_point.png", "training_examples.json"} <= artifacts
 
 
 def test_run_has_params_metrics_and_the_curve(trained):
@@ -117,7 +137,7 @@ def test_training_is_deterministic(module_env):
 def test_train_needs_a_validated_version(module_env, mlsys_home):
     """A fresh root holding the same labeled data, never validated: the default refuses it."""
     store = DatasetStore()
-    ref = store.write(LABELED, module_env.df)
+    ref = store.write(LABELED, module_env.df, extra=module_env.labeled.extra)  # with the label stage's priors
     with pytest.raises(StorageError, match=r"no version tagged 'validated'.*validate"):
         run(TrainSpec(epochs=1))
     # naming the version explicitly is the way around it

@@ -33,6 +33,8 @@ BENCHMARKS: dict[str, Benchmark] = index((
     _bench("batch", "batch scoring: ours vs mlflow.pyfunc predict vs the compute floor"),
     _bench("serve", "online serving: mlsys serve vs mlflow models serve, closed loop"),
     _bench("krypton", "incremental vs full per-frame CNN inference on video"),
+    _bench("label_scale", "labeling functions at scale: ours vs Snorkel's Dask and Spark appliers"),
+    _bench("mop", "model hopper parallelism (Cerebro) vs task parallelism vs DDP per configuration"),
 ))
 
 

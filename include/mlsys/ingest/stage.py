@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlsys.datasets import COMMENTS, GOLD, INGEST_QUARANTINE, TEST, UNLABELED
+from mlsys.datasets import COMMENTS, GOLD, INGEST_QUARANTINE, TEST, UNLABELED, typed_ids
 from mlsys.errors import DataError
 from mlsys.faults import failpoint
 from mlsys.settings import settings
@@ -166,6 +166,7 @@ def run(spec: IngestSpec) -> IngestResult:
     keep = ["id", "group", "text", "label_true"] + [c for c in ("AUTHOR", "DATE") if c in df.columns] + ["_row"]
     df = df[keep].rename(columns={"AUTHOR": "author", "DATE": "date"})
     df, quarantine, duplicates = screen(df)
+    df["id"] = typed_ids(df["id"])  # an integer id column stays integer in every output
     df["text"] = df["text"].astype(str)
     df = df.sort_values(["group", "id"]).reset_index(drop=True)
     quarantined = {kind: int(quarantine["reason"].str.startswith(text).sum()) for kind, text in QUARANTINE_KINDS.items()}

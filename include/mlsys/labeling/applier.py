@@ -15,6 +15,18 @@ An LF that raises fails the apply with ``LFError`` naming the LF and the row id,
 unless ``fault_tolerant=True``: then it abstains on that row and the error is counted
 per LF (``applier.errors``). An LF that returns anything but -1 or a class in
 ``0..cardinality-1`` fails with ``LFError`` too.
+
+Scale-out (``make_applier(kind, ...)``, the label stage's ``applier``): Snorkel's own appliers on a cluster,
+same matrix, same checks of the LFs' outputs:
+
+    dask    DaskLFApplier on dask.distributed: the scheduler at $MLSYS_DASK_SCHEDULER (tcp://host:8786),
+            else a LocalCluster of ``n_jobs`` worker processes started for the apply
+    spark   SparkLFApplier on a Spark session: master $MLSYS_SPARK_MASTER (spark://host:7077),
+            else local[n_jobs]; the rows go to Spark as an RDD of Rows
+
+There, an LF that raises fails the apply with ``LFError`` carrying the worker's error (run ``fast`` to have
+the row named); with ``fault_tolerant=True`` it abstains, and the per-LF counts stay with the workers
+(``errors`` is empty).
 """
 
 from __future__ import annotations
@@ -27,11 +39,15 @@ from snorkel.labeling import LabelingFunction
 
 from mlsys.errors import MlsysError
 from mlsys.labeling.lf import ABSTAIN, ColumnLF, Columns, NullText
+from mlsys.settings import settings
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+APPLIERS = ("fast", "dask", "spark")
+DASK_SCHEDULER_ENV, SPARK_MASTER_ENV = "MLSYS_DASK_SCHEDULER", "MLSYS_SPARK_MASTER"
+PACKAGES = {"dask": "'dask[distributed]==2026.8.0'", "spark": "'pyspark==4.3.0' and Java 17"}
 NOT_INT = -(2**62)  # stands for an LF output that is not a (small) integer, until _checked reports it
 NOT_INT_LIMIT = 2**62
 
@@ -207,3 +223,123 @@ def _label_rows(df, lfs, start: int, stop: int, tolerant: bool):
                 continue
             out[i, k] = y if isinstance(y, (int, np.integer)) and ABSTAIN <= y < NOT_INT_LIMIT else NOT_INT
     return out, errors, first, None
+
+
+# -- scale-out: Snorkel's Dask and Spark appliers, behind the same interface -------------------------------
+
+
+class _Remote(FastLFApplier):
+    """A Snorkel applier on a cluster: the same checks of names, classes and outputs as ``FastLFApplier``."""
+
+    kind = ""
+
+    def apply(self, df: "pd.DataFrame") -> "np.ndarray":
+        import numpy as np
+
+        self.errors, self.first_errors = {}, {}
+        if len(df) == 0:
+            return np.full((0, len(self.lfs)), ABSTAIN, dtype=np.int64)
+        try:
+            L = np.asarray(self._apply(df), dtype=np.int64)
+        except ImportError as exc:
+            raise LFError(f"applier={self.kind!r} needs {exc.name or 'its client library'}: install "
+                          f"{PACKAGES[self.kind]} where the label task runs (requirements-dev.txt pins it)") from exc
+        except LFError:
+            raise
+        except Exception as exc:  # a worker's error: kept as the cause, named here
+            raise LFError(f"the {self.kind} applier failed: {_worker_error(exc)}. Fix the LF, pass "
+                          f"fault_tolerant=True to make it abstain on errors, or run applier='fast' to have the "
+                          f"LF and the row named") from exc
+        for j, lf in enumerate(self.lfs):
+            self._checked(L[:, j], lf, df)
+        return L
+
+    def _apply(self, df: "pd.DataFrame") -> "np.ndarray":
+        raise NotImplementedError
+
+
+def _worker_error(exc: Exception) -> str:
+    """The LF's own exception: Dask re-raises it as it was; Spark wraps the worker's traceback in its message."""
+    import re
+
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    raised = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", ln)]
+    return raised[-1] if len(lines) > 1 and raised else f"{type(exc).__name__}: {str(exc)[:500]}"
+
+
+class DaskApplier(_Remote):
+    """Snorkel's ``DaskLFApplier`` on a dask.distributed cluster (``address``, else a LocalCluster)."""
+
+    kind = "dask"
+
+    def __init__(self, lfs: Sequence[LabelingFunction], address: str | None = None, **kwargs):
+        super().__init__(lfs, **kwargs)
+        self.address = address if address is not None else settings().dask_scheduler
+
+    def _apply(self, df: "pd.DataFrame") -> "np.ndarray":
+        import dask.dataframe as dd
+        from dask.distributed import Client, LocalCluster
+        from snorkel.labeling.apply.dask import DaskLFApplier
+
+        if self.address:
+            with Client(self.address) as client:
+                return self._run(DaskLFApplier(self.lfs), dd, df, client)
+        with LocalCluster(n_workers=self.n_jobs, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+                Client(cl) as client:
+            return self._run(DaskLFApplier(self.lfs), dd, df, client)
+
+    def _run(self, applier, dd, df, client) -> "np.ndarray":
+        """``DaskLFApplier.apply``, with the output's type given to Dask (``meta``): Snorkel 0.10 leaves Dask to
+        infer it by running the LFs on a made-up row (missing or placeholder values), where a text LF raises."""
+        from functools import partial
+
+        from snorkel.labeling.apply.core import _FunctionCaller
+        from snorkel.labeling.apply.pandas import apply_lfs_to_data_point, rows_to_triplets
+
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        frame = dd.from_pandas(df.reset_index(drop=True), npartitions=min(len(df), 4 * workers))
+        label = partial(apply_lfs_to_data_point, lfs=self.lfs, f_caller=_FunctionCaller(self.fault_tolerant))
+        labels = frame.map_partitions(lambda part: part.apply(label, axis=1), meta=(None, "object"))
+        return applier._numpy_from_row_data(rows_to_triplets(labels.compute(scheduler=client)))
+
+
+class SparkApplier(_Remote):
+    """Snorkel's ``SparkLFApplier`` on a Spark session (``master``, else local[n_jobs])."""
+
+    kind = "spark"
+
+    def __init__(self, lfs: Sequence[LabelingFunction], master: str | None = None, **kwargs):
+        super().__init__(lfs, **kwargs)
+        self.master = master if master is not None else settings().spark_master
+
+    def session(self):
+        """The process's Spark session (started once; its workers run this interpreter)."""
+        import sys
+
+        from pyspark.sql import SparkSession
+
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        return (SparkSession.builder.master(self.master or f"local[{self.n_jobs}]").appName("mlsys-label")
+                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+                .config("spark.driver.memory", "2g").getOrCreate())
+
+    def _apply(self, df: "pd.DataFrame") -> "np.ndarray":
+        from pyspark.sql import Row as SparkRow
+        from snorkel.labeling.apply.spark import SparkLFApplier
+
+        sc = self.session().sparkContext
+        names = [str(c) for c in df.columns]
+        rows = [SparkRow(**dict(zip(names, values))) for values in zip(*(df[c].tolist() for c in df.columns))]
+        rdd = sc.parallelize(rows, numSlices=max(1, min(len(rows), 4 * sc.defaultParallelism)))
+        return SparkLFApplier(self.lfs).apply(rdd, fault_tolerant=self.fault_tolerant)
+
+
+KINDS = {"fast": FastLFApplier, "dask": DaskApplier, "spark": SparkApplier}
+
+
+def make_applier(kind: str, lfs: Sequence[LabelingFunction], **kwargs) -> FastLFApplier:
+    """The applier named ``kind`` (one of ``APPLIERS``); keyword arguments as ``FastLFApplier``'s."""
+    if kind not in KINDS:
+        raise LFError(f"applier={kind!r} is invalid; use one of {list(APPLIERS)}")
+    return KINDS[kind](lfs, **kwargs)

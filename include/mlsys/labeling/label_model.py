@@ -9,6 +9,12 @@ The chosen combiner's probabilities are calibrated on the dev half (temperature
 scaling, which keeps every hard label), and its accuracy there is the weak
 source's measured quality. Without gold the LabelModel is used uncalibrated,
 and its quality is its own mean confidence on the rows it labels.
+
+The class balance comes from the gold set (a uniform sample of the corpus), not
+from the rows the LFs cover: LFs that fire mostly on one class make the covered
+rows a biased sample. It is the LabelModel's ``class_balance``, and with the gold
+rows on which every LF abstains it gives ``uncovered_proba``, the class
+distribution of the rows no LF labels (smoothed towards the balance).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
 CANDIDATES = ("majority_vote", "label_model", "gold_weighted_vote")
 MIN_GOLD = 10  # fewer gold rows than this cannot split into fit and dev halves usefully
 _EPS = 1e-6
+PRIOR_STRENGTH = 4.0  # pseudo-rows of the class balance added to the uncovered gold rows' counts
 
 
 @dataclass
@@ -108,6 +115,10 @@ class GoldAwareLabelModel:
     models: dict = field(default_factory=dict)
     gold_split: GoldSplit | None = None
     gold_lf_accuracy: "np.ndarray | None" = None
+    class_balance: "np.ndarray | None" = None  # P(y) of the corpus
+    class_balance_source: str = ""  # "gold" (its rows' labels) or "label_model" (learned without gold)
+    uncovered_proba: "np.ndarray | None" = None  # P(y | every LF abstains)
+    uncovered_source: str = ""  # "gold" (its all-abstain rows) or "label_model"
 
     def fit(self, L_train: "np.ndarray", L_gold: "np.ndarray | None" = None,
             y_gold: "np.ndarray | None" = None) -> "GoldAwareLabelModel":
@@ -115,19 +126,31 @@ class GoldAwareLabelModel:
         from snorkel.labeling.model import LabelModel, MajorityLabelVoter
 
         k = self.cardinality
-        label_model = LabelModel(cardinality=k, verbose=False)
-        label_model.fit(L_train, n_epochs=self.epochs, seed=self.seed, progress_bar=False)
-        self.models = {"majority_vote": MajorityLabelVoter(cardinality=k), "label_model": label_model}
         has_gold = y_gold is not None and len(y_gold) >= MIN_GOLD and len(np.unique(y_gold)) >= 2
+        balance = None
+        if has_gold:
+            y_gold = np.asarray(y_gold, dtype=np.int64)
+            balance = (np.bincount(y_gold, minlength=k) + 1.0) / (len(y_gold) + k)  # Laplace: no class at 0
+        label_model = LabelModel(cardinality=k, verbose=False)
+        label_model.fit(L_train, class_balance=balance, n_epochs=self.epochs, seed=self.seed, progress_bar=False)
+        self.models = {"majority_vote": MajorityLabelVoter(cardinality=k), "label_model": label_model}
         if not has_gold:
             self.chosen = "label_model"
             proba = label_model.predict_proba(L_train)
             covered = (L_train != -1).any(axis=1)
             self.quality = float(proba[covered].max(axis=1).mean()) if covered.any() else 0.0
             self.quality_source = "label_model_confidence"
+            self.class_balance = np.asarray(label_model.predict_proba(L_train).mean(axis=0), dtype=float)
+            self.class_balance_source = "label_model"
+            abstain_row = np.full((1, L_train.shape[1]), -1)
+            self.uncovered_proba = np.asarray(label_model.predict_proba(abstain_row)[0], dtype=float)
+            self.uncovered_source = "label_model"
             return self
 
-        y_gold = np.asarray(y_gold, dtype=np.int64)
+        self.class_balance, self.class_balance_source = balance, "gold"
+        uncovered_gold = y_gold[~(L_gold != -1).any(axis=1)]
+        counts = np.bincount(uncovered_gold, minlength=k) + PRIOR_STRENGTH * balance
+        self.uncovered_proba, self.uncovered_source = counts / counts.sum(), "gold"
         self.gold_lf_accuracy = lf_accuracy(L_gold, y_gold)[0]
         split = self.gold_split = split_gold(y_gold, self.seed)
         self.models["gold_weighted_vote"] = GoldWeightedVote.fit(L_gold[split.fit], y_gold[split.fit], k)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mlsys.errors import DataError
-from mlsys.labeling.applier import FastLFApplier
+from mlsys.labeling.applier import make_applier
 from mlsys.labeling.label_model import CANDIDATES, GoldAwareLabelModel
 
 if TYPE_CHECKING:
@@ -41,12 +41,20 @@ class LabelReport:
     lf_first_errors: dict[str, str] = field(default_factory=dict)
     calibrated: bool = False
     quality_source: str = ""
+    class_balance: list[float] = field(default_factory=list)  # P(y) of the corpus
+    class_balance_source: str = ""  # gold, or label_model without gold
+    uncovered_proba: list[float] = field(default_factory=list)  # P(y | every LF abstains)
+
+    def priors(self) -> dict[str, Any]:
+        """What the end model needs of the label stage's estimates (stored with the labeled dataset)."""
+        return {"class_balance": self.class_balance, "class_balance_source": self.class_balance_source,
+                "uncovered_proba": self.uncovered_proba, "weak_quality": self.metrics.get("weak_quality")}
 
     def to_json(self) -> dict[str, Any]:
         return {"chosen": self.chosen, "metrics": self.metrics, "dev_accuracy": self.dev_accuracy,
                 "test_accuracy": self.test_accuracy, "lf_errors": self.lf_errors,
                 "lf_first_errors": self.lf_first_errors, "calibrated": self.calibrated,
-                "quality_source": self.quality_source,
+                "quality_source": self.quality_source, **self.priors(),
                 "lfs": self.lf_table.to_dict(orient="records")}
 
 
@@ -125,6 +133,7 @@ def label_frame(
     fault_tolerant: bool = False,
     n_jobs: int | None = None,
     test: "pd.DataFrame | None" = None,
+    applier: str = "fast",
 ) -> "tuple[pd.DataFrame, LabelReport]":
     """Label ``data`` (see the module doc). ``gold``: rows of ``data`` by id with a ``label_column``.
 
@@ -137,8 +146,8 @@ def label_frame(
     if len(lfs) < 3:
         raise DataError(f"{len(lfs)} LFs given; the LabelModel needs at least 3")
     data = check_frame(data.reset_index(drop=True), "data", id_column, text_column)
-    applier = FastLFApplier(lfs, cardinality=cardinality, n_jobs=n_jobs, fault_tolerant=fault_tolerant,
-                            id_column=id_column)
+    kind, applier = applier, make_applier(applier, lfs, cardinality=cardinality, n_jobs=n_jobs,
+                                          fault_tolerant=fault_tolerant, id_column=id_column)
     L = applier.apply(data)
     errors, first_errors = dict(applier.errors), dict(applier.first_errors)
 
@@ -161,6 +170,7 @@ def label_frame(
 
     proba = model.predict_proba(L)
     covered = (L != -1).any(axis=1)
+    proba[~covered] = model.uncovered_proba  # what the gold says of the rows no LF labels (label -1, weight 0)
     label = np.where(covered, proba.argmax(axis=1), -1).astype(np.int64)
     weight = np.where(covered, proba.max(axis=1) * model.quality, 0.0)
     source = np.where(covered, "weak", "unlabeled").astype(object)
@@ -184,14 +194,20 @@ def label_frame(
         "label_matrix_density": float((L[weak] != -1).mean()),
         "weak_quality": float(model.quality),
         "lf_errors": float(sum(errors.values())),
+        **{f"class_balance_{c}": float(p) for c, p in enumerate(model.class_balance)},
+        **{f"uncovered_proba_{c}": float(p) for c, p in enumerate(model.uncovered_proba)},
+        # the share of each class among the rows a model would train on (weak and gold): far from the
+        # class balance when the LFs fire mostly on one class
+        **{f"trainable_share_{c}": float(((label == c) & (source != "unlabeled")).sum() / max((source != "unlabeled").sum(), 1))
+           for c in range(cardinality)},
     }
     metrics |= {f"dev_accuracy_{k}": v for k, v in model.dev_accuracy.items()}
     test_acc = {}
     if test is not None and len(test):
         test = check_frame(test.reset_index(drop=True), "test", id_column, text_column)
         y_test = check_gold(test, None, id_column, label_column, cardinality, what="test")
-        L_test = FastLFApplier(lfs, cardinality=cardinality, n_jobs=n_jobs, fault_tolerant=fault_tolerant,
-                               id_column=id_column).apply(test)
+        L_test = make_applier(kind, lfs, cardinality=cardinality, n_jobs=n_jobs, fault_tolerant=fault_tolerant,
+                              id_column=id_column).apply(test)
         for name in model.models:
             test_acc[name] = float((model.raw_proba(name, L_test).argmax(axis=1) == y_test).mean())
         test_acc["chosen"] = float((model.predict_proba(L_test).argmax(axis=1) == y_test).mean())
@@ -203,7 +219,10 @@ def label_frame(
                      model.learned_weights([lf.name for lf in lfs]), errors)
     report = LabelReport(chosen=model.chosen, metrics=metrics, lf_table=table, dev_accuracy=dict(model.dev_accuracy),
                          test_accuracy=test_acc, lf_errors=errors, lf_first_errors=first_errors,
-                         calibrated=model.calibrated, quality_source=model.quality_source)
+                         calibrated=model.calibrated, quality_source=model.quality_source,
+                         class_balance=[float(p) for p in model.class_balance],
+                         class_balance_source=model.class_balance_source,
+                         uncovered_proba=[float(p) for p in model.uncovered_proba])
     return out, report
 
 

@@ -43,6 +43,10 @@ class LabelSpec:
     fault_tolerant: bool = knob(
         False, 'An LF that raises abstains on that row (errors are counted per LF) instead of failing the task.')
     jobs: int = knob(0, 'Worker processes for the labeling functions; 0 = one per core.', minimum=0)
+    applier: str = knob(
+        "fast", "Who applies the LFs: fast (ours: vectorised, `jobs` processes), dask (Snorkel's DaskLFApplier on "
+        "$MLSYS_DASK_SCHEDULER, else a local cluster of `jobs` workers) or spark (Snorkel's SparkLFApplier on "
+        "$MLSYS_SPARK_MASTER, else local[jobs]).", enum=["fast", "dask", "spark"])  # applier.APPLIERS
     storage_uri: str = ""
     # file mode
     data: str = ""  # a CSV or Parquet file (or Parquet folder) to label instead of the datasets
@@ -134,7 +138,8 @@ def _label(spec: LabelSpec, lfs, data, gold, test, label_column: str):
 
     return label_frame(data, lfs, gold, id_column=spec.id_column, text_column=spec.text_column,
                        label_column=label_column, cardinality=spec.cardinality, epochs=spec.epochs,
-                       seed=spec.seed, fault_tolerant=spec.fault_tolerant, n_jobs=spec.jobs or None, test=test)
+                       seed=spec.seed, fault_tolerant=spec.fault_tolerant, n_jobs=spec.jobs or None, test=test,
+                       applier=spec.applier)
 
 
 def _inputs(store: DatasetStore, spec: LabelSpec) -> tuple[DatasetRef, DatasetRef]:
@@ -173,7 +178,7 @@ def _run_store(spec: LabelSpec, lfs) -> LabelResult:
         out,
         sources={UNLABELED: unl_ref.version, GOLD: gold_ref.version},
         created_by={"mlflow_run_id": tracker.active_run_id()},
-        extra={"lfs": spec.lfs, "model": report.chosen},
+        extra={"lfs": spec.lfs, "model": report.chosen, **report.priors()},
     )
     failpoint("label.written")  # the fault suite kills the task here: the retry must write the same version
     _log(spec, report, inputs={"unlabeled": unl_ref, "gold": gold_ref, "test": test_ref}, output=ref)
@@ -212,7 +217,8 @@ def _log(spec: LabelSpec, report, inputs: dict, output: DatasetRef | None) -> No
         tracker.log_output(output)
     mlflow.log_params({"lfs": spec.lfs, "n_lfs": len(report.lf_table), "epochs": spec.epochs, "seed": spec.seed,
                        "fault_tolerant": spec.fault_tolerant, "label_combiner": report.chosen,
-                       "calibrated": report.calibrated, "quality_source": report.quality_source})
+                       "calibrated": report.calibrated, "quality_source": report.quality_source,
+                       "class_balance_source": report.class_balance_source})
     if spec.data:
         mlflow.log_params({"data": spec.data, "gold": spec.gold, "out": spec.out})
     mlflow.log_metrics(report.metrics)

@@ -16,15 +16,17 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.safetensors"
 FILES = [CONFIG_FILE, WEIGHTS_FILE]
 
 
-def write(folder: Path, model, featurizer, model_config) -> list[Path]:
-    """Write the model's files (``model_config``: its TextClassifierConfig) and their signature into ``folder``; return the paths."""
+def write(folder: Path, model, featurizer, model_config, operating_point: dict | None = None) -> list[Path]:
+    """Write the model's files (``model_config``: its TextClassifierConfig; ``operating_point``: the decision
+    threshold chosen on dev gold, training/operating_point.py) and their signature into ``folder``; return the paths."""
     from safetensors.torch import save_file
 
     from mlsys.model import signature
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(
-        {"featurizer": dataclasses.asdict(featurizer), "model": model_config.to_json()}, sort_keys=True))
+        {"featurizer": dataclasses.asdict(featurizer), "model": model_config.to_json(),
+         **({"operating_point": operating_point} if operating_point else {})}, sort_keys=True))
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
     return [folder / CONFIG_FILE, folder / WEIGHTS_FILE, signature.sign(folder, FILES)]
 
@@ -43,6 +45,13 @@ def read(folder: Path, what: str, verify: bool = True):
     model = TextClassifier(TextClassifierConfig(**cfg["model"]))
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     return model.eval(), HashingFeaturizer(**cfg["featurizer"])
+
+
+def threshold(folder: Path) -> float | None:
+    """The stored decision threshold on P(class 1) (None: argmax), read after ``read`` checked the signature."""
+    point = json.loads((folder / CONFIG_FILE).read_text()).get("operating_point") or {}
+    value = point.get("threshold")
+    return float(value) if value is not None else None
 
 
 def download(model_uri: str, dest: Path) -> Path:

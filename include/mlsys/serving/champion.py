@@ -52,4 +52,5 @@ def load_uri(model_uri: str, label: str = "") -> Scorer:
     with tempfile.TemporaryDirectory(prefix="mlsys-model-") as tmp:
         folder = artifact.download(model_uri, Path(tmp))
         model, featurizer = artifact.read(folder, f"model {label or model_uri}")
-    return Scorer(model, featurizer, label=label or model_uri)
+        cut = artifact.threshold(folder)
+    return Scorer(model, featurizer, label=label or model_uri, threshold=cut)

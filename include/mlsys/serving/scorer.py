@@ -33,12 +33,14 @@ class Scores:
 
 
 class Scorer:
-    def __init__(self, model: torch.nn.Module, featurizer, label: str = ""):
+    def __init__(self, model: torch.nn.Module, featurizer, label: str = "", threshold: float | None = None):
         self.model = model.eval()
         self.featurizer = VectorFeaturizer.like(featurizer)
         self.small_featurizer = featurizer  # per-text Python: less fixed cost below SMALL_BATCH texts, same ids
         self.num_classes = int(getattr(model, "config").num_classes)
         self.label = label  # e.g. "name/version": what made these scores
+        # the model's operating point (training/operating_point.py): class 1 when P(class 1) >= threshold
+        self.threshold = threshold if self.num_classes == 2 else None
 
     def score_utf8(self, data: np.ndarray, offsets: np.ndarray) -> Scores:
         """data: (B,) uint8; offsets: (N+1,) int64 -> Scores for N texts."""
@@ -49,6 +51,8 @@ class Scorer:
         with torch.inference_mode():
             logits = self.model(ids, starts)  # (N, C)
             proba = torch.softmax(logits, dim=-1).numpy()
+        if self.threshold is not None:
+            return Scores(prediction=(proba[:, 1] >= self.threshold).astype(np.int64), proba=proba)
         return Scores(prediction=proba.argmax(axis=1).astype(np.int64), proba=proba)
 
     def score_texts(self, texts: Sequence[str]) -> Scores:

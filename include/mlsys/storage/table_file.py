@@ -62,11 +62,20 @@ def read_table(path: str | Path, what: str = "data file", string_columns: tuple[
 
 
 def read_frame(path: str | Path, id_column: str, what: str) -> "pd.DataFrame":
-    """``read_table`` as a DataFrame, with ids as strings."""
+    """``read_table`` as a DataFrame; integer ids stay integers (a CSV's plainly written ones become int64),
+    any other ids are strings."""
+    from mlsys.datasets import typed_ids
+
     df = read_table(path, what, string_columns=(id_column,)).to_pandas()
-    if id_column in df.columns:
-        df[id_column] = df[id_column].astype(str)
+    if id_column in df.columns and not _is_integer(df[id_column]):
+        df[id_column] = typed_ids(df[id_column].astype(str))
     return df
+
+
+def _is_integer(col) -> bool:
+    import pandas as pd
+
+    return pd.api.types.is_integer_dtype(col.dtype)
 
 
 def _utf8_error(path: Path) -> str:

@@ -3,17 +3,20 @@
     grid '{"lr": [0.003, 0.01], "dim": [32, 64]}'          -> 4 candidates (the cross product)
     grid '[{"lr": 0.003, "depth": 1}, {"lr": 0.01}]'       -> 2 candidates (a list, as given)
 
-Every key and value is checked before anything trains (an error names the key). The candidates
-train together with SHARP (``mlsys.training.sharp.runner``) on ``workers`` devices of this node,
-each on the same rows; a candidate larger than ``budget_mb`` is spilled. A held-out validation
-split of the expert *gold* rows (never trained on) scores each one; the best on ``metric`` is
-logged as the model of this run, for the evaluate stage to register as ``challenger`` and gate
-against ``champion``. With MLflow active, each candidate is a nested run with its loss curve and
+Every key and value is checked before anything trains (an error names the key). How the candidates
+train is the ``mode`` (one table, ``TRAINERS``):
+
+    sharp   together with SHARP (``mlsys.training.sharp.runner``) on ``workers`` devices of this node,
+            each on all the rows; a candidate larger than ``budget_mb`` is spilled
+    mapped  the same, run by the DAG once per candidate (one Airflow task each, ``workers=1``)
+    mop     Cerebro's model hopper parallelism (``mlsys.training.select_mop``): ``workers`` torchrun ranks,
+            each holding one partition of the rows; candidates hop between them, spilled ones too
+
+A held-out validation split of the expert *gold* rows (never trained on) scores each one; the best on
+``metric`` is logged as the model of this run, for the evaluate stage to register as ``challenger`` and
+gate against ``champion``. With MLflow active, each candidate is a nested run with its loss curve and
 validation metrics, and a comparison plot (metric per candidate, and parallel coordinates of the
 hyper-parameters) is logged.
-
-``candidates`` (one config in, its result out) is the unit the DAG maps over Airflow workers
-when one node is not enough.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ KEYS: dict[str, tuple[type, Any, str]] = {
     "optimizer": (str, lambda v: v in ("adam", "sgd"), "use 'adam' or 'sgd'"),
 }
 METRICS = ("f1", "accuracy", "precision", "recall")
+MODES = ("sharp", "mapped", "mop")
 
 
 def defaults() -> dict[str, Any]:
@@ -99,15 +103,27 @@ class SelectionSpec:
                                exclusiveMaximum=1)
     num_buckets: int = knob(TrainSpec.num_buckets, "Hash buckets of every candidate's featurizer.", minimum=2)
     seed: int = knob(0, "Seed for initialisation, shuffling and the validation split.")
-    workers: int = knob(2, "SHARP worker processes (devices) in sharp mode.", minimum=1, maximum=64)
+    mode: str = knob("sharp", "sharp: all candidates in one task with SHARP on this node's devices; mapped: one "
+                     "Airflow task per candidate; mop: Cerebro's model hopper parallelism over `workers` torchrun "
+                     "ranks, each holding one partition of the rows.", enum=list(MODES))
+    workers: int = knob(2, "Worker processes (devices): SHARP's in sharp mode, torchrun ranks (one data partition "
+                        "each) in mop mode.", minimum=1, maximum=64)
     device: str = knob("cpu", "Device type of the workers (cuda: cuda:0 .. cuda:workers-1).", enum=list(plan.DEVICES))
     budget_mb: float = knob(0.0, "Device memory per candidate in MiB; a bigger candidate is spilled. 0 = no limit.",
                             minimum=0)
     storage_uri: str = ""
+    checkpoint_key: str = ""  # mop: same key = resume (an Airflow retry); "" = a fresh key per run
 
     def __post_init__(self):
         check_knobs(self)
         expand(self.grid)  # every key and value checked before anything trains
+        require(all(c.isalnum() or c in "-_." for c in self.checkpoint_key), "SelectionSpec", "checkpoint_key",
+                self.checkpoint_key, "use letters, digits, '-', '_' and '.' only")
+        if self.mode == "mop":  # one torchrun rank per device, each holding one partition
+            devices = plan.available_devices(self.device)
+            require(self.workers <= devices, "SelectionSpec", "workers", self.workers,
+                    f"mop runs one rank per device and this node has {devices} {self.device} device(s): use "
+                    f"workers <= {devices}, or several nodes (MLSYS_TORCHRUN_ARGS)")
 
     @property
     def candidates(self) -> list[dict[str, Any]]:
@@ -154,12 +170,10 @@ def candidate_recipe(config: dict):
         idx = order[i * batch : (i + 1) * batch]
         return (data["ids"][idx], data["bag"][idx]), (data["proba"][idx], data["weight"][idx])
 
-    if c["optimizer"] == "sgd":
-        optimizer = lambda ps: torch.optim.SGD(ps, lr=c["lr"], momentum=0.9)  # noqa: E731
-    else:
-        optimizer = lambda ps: torch.optim.AdamW(ps, lr=c["lr"], weight_decay=1e-4)  # noqa: E731
+    from mlsys.training.select_mop import optimizer_factory
+
     budget = int(config["budget_mb"] * 2**20) if config["budget_mb"] > 0 else 2**50
-    return Recipe(layers, optimizer, noise_aware_loss, batch_of, budget)
+    return Recipe(layers, optimizer_factory(c["optimizer"], c["lr"]), noise_aware_loss, batch_of, budget)
 
 
 def _model_config(config: dict):
@@ -176,10 +190,46 @@ def steps_of(config: dict, rows: int) -> int:
 # -- the stage ----------------------------------------------------------------------------------------------
 
 
-def run(spec: SelectionSpec) -> SelectionResult:
+def _train_sharp(spec: SelectionSpec, names: list[str], candidates: list[dict], rows: dict, root_uri: str,
+                 dataset: str) -> dict[str, Any]:
+    """All candidates at once with SHARP on this node's ``workers`` devices, each on all the rows."""
     import tempfile
     from pathlib import Path
 
+    import torch
+
+    from mlsys.training.sharp.runner import Job, train_many
+
+    n = int(rows["ids"].shape[0])
+    with tempfile.TemporaryDirectory(prefix="mlsys-select-") as tmp:
+        data = Path(tmp) / "rows.pt"
+        torch.save(rows, data)
+        jobs = [Job(name, "mlsys.training.selection:candidate_recipe",
+                    {"data": str(data), "candidate": c, "seed": spec.seed, "num_buckets": spec.num_buckets,
+                     "budget_mb": spec.budget_mb}, steps=steps_of(c, n), seed=spec.seed)
+                for name, c in zip(names, candidates)]
+        devices = [f"cuda:{d}" for d in range(spec.workers)] if spec.device == "cuda" else ["cpu"] * spec.workers
+        report = train_many(jobs, devices, threads=1, root=None, export=True)
+    out = {"seconds": report.seconds, "idle_fraction": report.idle_fraction, "candidates": {}}
+    for name, c in zip(names, candidates):
+        res, per_epoch = report.results[name], math.ceil(n / c["batch_size"])
+        out["candidates"][name] = {
+            "layers": [layer.state_dict() for layer in res.model], "losses": res.losses, "spilled": res.spilled,
+            "shards": len(res.shards),
+            "curve": [sum(res.losses[e * per_epoch:(e + 1) * per_epoch]) / per_epoch for e in range(c["epochs"])]}
+    return out
+
+
+def _train_mop(spec: SelectionSpec, *args) -> dict[str, Any]:
+    from mlsys.training import select_mop
+
+    return select_mop.train(spec, *args)
+
+
+TRAINERS = {"sharp": _train_sharp, "mapped": _train_sharp, "mop": _train_mop}  # mapped: the DAG maps the tasks
+
+
+def run(spec: SelectionSpec) -> SelectionResult:
     import mlflow
     import numpy as np
     import torch
@@ -192,9 +242,9 @@ def run(spec: SelectionSpec) -> SelectionResult:
     from mlsys.registry.stage import classification_metrics
     from mlsys.storage import DatasetStore
     from mlsys.tracking import tracker
-    from mlsys.training.sharp.runner import Job, train_many
 
     candidates = spec.candidates
+    names = [candidate_name(i, c) for i, c in enumerate(candidates)]
     store = DatasetStore(spec.storage_uri or None)
     ref = store.ref(LABELED, spec.dataset_version)
     df = store.read(LABELED, ref.version)
@@ -209,52 +259,48 @@ def run(spec: SelectionSpec) -> SelectionResult:
 
     featurizer = HashingFeaturizer(num_buckets=spec.num_buckets, char_ngrams=DEFAULT_CHAR_NGRAMS)
     tracking = mlflow.active_run() is not None
-    with tempfile.TemporaryDirectory(prefix="mlsys-select-") as tmp:
-        ids, bag = featurizer.encode_padded(train["text"].tolist())
-        data = Path(tmp) / "rows.pt"
-        torch.save({"ids": ids, "bag": bag, "weight": torch.tensor(train["weight"].to_numpy(), dtype=torch.float32),
-                    "proba": torch.tensor(np.stack(train["label_proba"].to_numpy()), dtype=torch.float32)}, data)
-        jobs = []
-        for i, c in enumerate(candidates):
-            config = {"data": str(data), "candidate": c, "seed": spec.seed, "num_buckets": spec.num_buckets,
-                      "budget_mb": spec.budget_mb}
-            jobs.append(Job(candidate_name(i, c), "mlsys.training.selection:candidate_recipe", config,
-                            steps=steps_of(c, len(train)), seed=spec.seed))
-        devices = [f"cuda:{d}" for d in range(spec.workers)] if spec.device == "cuda" else ["cpu"] * spec.workers
-        report = train_many(jobs, devices, threads=1, root=None, export=True)
+    ids, bag = featurizer.encode_padded(train["text"].tolist())
+    rows = {"ids": ids, "bag": bag, "weight": torch.tensor(train["weight"].to_numpy(), dtype=torch.float32),
+            "proba": torch.tensor(np.stack(train["label_proba"].to_numpy()), dtype=torch.float32)}
+    trained = TRAINERS[spec.mode](spec, names, candidates, rows, store.root_uri, f"{ref.name}@{ref.version}")
 
-    rows = []
-    for job in jobs:
-        res = report.results[job.name]
-        model = TextClassifier(_model_config(job.config))
-        for dst, src in zip(model.pipeline_layers(), res.model):
-            dst.load_state_dict(src.state_dict())
+    results = []
+    for name, c in zip(names, candidates):
+        got = trained["candidates"][name]
+        mcfg = _model_config({"candidate": c, "num_buckets": spec.num_buckets})
+        model = TextClassifier(mcfg)
+        for dst, src in zip(model.pipeline_layers(), got["layers"]):
+            dst.load_state_dict(src)
         pred = predict_proba(model, featurizer, val["text"].tolist()).argmax(1).numpy()
         metrics = classification_metrics(val["label"].to_numpy(), pred)
-        per_epoch = math.ceil(len(train) / job.config["candidate"]["batch_size"])
-        curve = [float(np.mean(res.losses[e * per_epoch : (e + 1) * per_epoch])) for e in range(job.config["candidate"]["epochs"])]
-        rows.append({"name": job.name, "config": job.config["candidate"], "val": metrics, "curve": curve,
-                     "spilled": res.spilled, "shards": len(res.shards), "model": model, "losses": res.losses})
-    best = max(rows, key=lambda r: (r["val"][spec.metric], -rows.index(r)))
+        results.append({"name": name, "config": c, "val": metrics, "curve": got["curve"], "spilled": got["spilled"],
+                        "shards": got["shards"], "model": model, "losses": got["losses"], "model_config": mcfg,
+                        "loss_metric": "train_loss_unit" if spec.mode == "mop" else "train_loss_step"})
+    best = max(results, key=lambda r: (r["val"][spec.metric], -results.index(r)))
 
     model_uri = ""
     if tracking:
         tracker.log_input(ref, "training")
-        mlflow.log_params({"grid": spec.grid[:500], "candidates": len(rows), "metric": spec.metric,
-                           "workers": spec.workers, "device": spec.device, "budget_mb": spec.budget_mb,
-                           "val_rows": len(val), "train_rows": len(train), "best": best["name"]})
-        mlflow.log_metrics({f"best_val_{k}": v for k, v in best["val"].items()}
-                           | {"sharp_seconds": report.seconds, "sharp_idle_fraction": report.idle_fraction})
-        for r in rows:
+        mlflow.log_params({"grid": spec.grid[:500], "candidates": len(results), "metric": spec.metric,
+                           "mode": spec.mode, "workers": spec.workers, "device": spec.device,
+                           "budget_mb": spec.budget_mb, "val_rows": len(val), "train_rows": len(train),
+                           "best": best["name"]})
+        if spec.mode == "mop":
+            from mlsys.training import select_mop
+
+            extra = select_mop.log(trained)  # the visit orders and the schedule plot
+        else:
+            extra = {f"sharp_{k}": trained[k] for k in ("seconds", "idle_fraction")}
+        mlflow.log_metrics({f"best_val_{k}": v for k, v in best["val"].items()} | extra)
+        for r in results:
             r["run_id"] = _log_candidate(r)
-        _log_comparison(rows, spec.metric)
-        mlflow.log_dict([{k: r[k] for k in ("name", "config", "val", "curve", "spilled", "shards", "run_id")} for r in rows],
-                        "model_selection.json")
-        model_uri = log_model(best["model"], featurizer, _model_config(jobs[rows.index(best)].config),
-                              train["text"].head(5).tolist())
-    summary = [{k: r.get(k) for k in ("name", "config", "val", "spilled", "shards", "run_id")} for r in rows]
+        _log_comparison(results, spec.metric)
+        mlflow.log_dict([{k: r[k] for k in ("name", "config", "val", "curve", "spilled", "shards", "run_id")}
+                         for r in results], "model_selection.json")
+        model_uri = log_model(best["model"], featurizer, best["model_config"], train["text"].head(5).tolist())
+    summary = [{k: r.get(k) for k in ("name", "config", "val", "spilled", "shards", "run_id")} for r in results]
     return SelectionResult(model_uri=model_uri, best=best["name"], metric=spec.metric, candidates=summary,
-                           seconds=report.seconds, idle_fraction=report.idle_fraction)
+                           seconds=trained["seconds"], idle_fraction=trained.get("idle_fraction", 0.0))
 
 
 def _log_candidate(row: dict) -> str:
@@ -271,8 +317,8 @@ def _log_candidate(row: dict) -> str:
         client.log_param(rid, k, v)
     client.log_param(rid, "spilled", row["spilled"])
     client.log_param(rid, "shards", row["shards"])
-    for step, loss in enumerate(row["losses"]):
-        client.log_metric(rid, "train_loss_step", loss, step=step)
+    for step, loss in enumerate(row["losses"]):  # per optimizer step (sharp) or per sub-epoch unit (mop)
+        client.log_metric(rid, row["loss_metric"], loss, step=step)
     for epoch, loss in enumerate(row["curve"]):
         client.log_metric(rid, "train_loss", loss, step=epoch)
     for k, v in row["val"].items():

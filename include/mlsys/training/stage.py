@@ -1,7 +1,10 @@
 """The train stage: labeled dataset -> PyTorch text classifier -> MLflow model.
 
-Only rows the label stage trusts (weight > 0) train; the loss is noise-aware,
-using ``label_proba`` as soft targets and ``weight`` per row.
+Only rows the label stage trusts (weight > 0) train, and the rows no LF labeled as
+``uncovered`` says; weights are rebalanced to the corpus class balance the label stage
+measured on gold; half the gold rows are held out to choose the operating point
+(training/examples.py, training/operating_point.py). The loss is noise-aware, using
+``label_proba`` as soft targets and ``weight`` per row.
 
 Strategies (``TrainSpec.strategy``): ``single`` trains in this process;
 ``ddp`` and ``pipeline`` launch ``mlsys.training.parallel.job`` on ``nproc`` processes
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlsys.datasets import LABELED, trainable
+from mlsys.datasets import LABELED
 from mlsys.errors import DataError, SpecError
 from mlsys.faults import failpoint
 from mlsys.spec import check_knobs, knob, require
@@ -64,6 +67,14 @@ class TrainSpec:
     checkpoint_every: int = knob(20, "ddp/pipeline: optimizer steps between checkpoints (0 = none); a retry resumes "
                                  "from the last.", minimum=0)
     checkpoint_key: str = ""  # same key = resume (an Airflow retry); "" = a fresh key per run
+    uncovered: str = knob("prior", "Rows every LF abstained on: drop (not trained on), prior (target = their class "
+                          "distribution measured on gold), self_train (prior, then the first model's confident "
+                          "predictions; strategy single).", enum=["drop", "prior", "self_train"])
+    rebalance: bool = knob(True, "Weigh the training rows to the corpus class balance measured on gold.")
+    operating_point: str = knob("f1", "Decision threshold chosen on held-out gold: f1 (F1-optimal), precision (the "
+                                "lowest reaching precision_target) or argmax (0.5).", enum=["f1", "precision", "argmax"])
+    precision_target: float = knob(0.9, "operating_point=precision: the dev-gold precision to reach.",
+                                   exclusiveMinimum=0, maximum=1)
 
     def __post_init__(self):
         from mlsys.model.featurizer import MAX_CHAR_NGRAM, valid_char_ngrams
@@ -75,6 +86,8 @@ class TrainSpec:
                 "e.g. '2,3', or '' for none")
         require(all(c.isalnum() or c in "-_." for c in self.checkpoint_key), "TrainSpec", "checkpoint_key",
                 self.checkpoint_key, "use letters, digits, '-', '_' and '.' only")
+        require(self.uncovered != "self_train" or self.strategy == "single", "TrainSpec", "uncovered", self.uncovered,
+                "self_train runs with strategy=single; use prior with ddp or pipeline")
         plan.check_job("TrainSpec", strategy=self.strategy, strategies=plan.STRATEGIES, device=self.device,
                        nproc=self.nproc, batch_size=self.batch_size, checkpoint_every=self.checkpoint_every)
         if self.strategy != "pipeline":
@@ -120,24 +133,26 @@ def run(spec: TrainSpec) -> TrainResult:
     import torch
 
     from mlsys.model import HashingFeaturizer, TextClassifier, TextClassifierConfig
-    from mlsys.model.pyfunc import log_model
     from mlsys.tracking import tracker
+    from mlsys.training import examples
     from mlsys.training.trainer import TrainConfig, train
 
     store = DatasetStore(spec.storage_uri or None)
     ref = store.ref(LABELED, spec.dataset_version)
     df = store.read(LABELED, ref.version)
-    missing = {"text", "label_proba", "weight", "label_source"} - set(df.columns)
+    missing = {"text", "label", "label_proba", "weight", "label_source"} - set(df.columns)
     if missing:
         raise DataError(f"{ref.label}: missing column(s) {sorted(missing)}; it must come from the label stage")
-    df = trainable(df)
-    if df.empty:
+    ex = examples.prepare(df, ref.extra or {}, spec.uncovered, spec.rebalance, spec.seed)
+    df = ex.train
+    if df.empty or not (df["weight"] > 0).any():
         raise DataError(f"{ref.label}: no row has weight > 0; the label stage produced no usable labels")
 
     featurizer = HashingFeaturizer(num_buckets=spec.num_buckets, char_ngrams=spec.char_ngram_sizes)
     mcfg = TextClassifierConfig(num_buckets=spec.num_buckets, dim=spec.dim, depth=spec.depth)
     if spec.strategy != "single":
-        return _run_distributed(spec, store, ref, df, featurizer, mcfg)
+        model, metrics = _run_distributed(spec, store, ref, df, featurizer, mcfg)
+        return _finish(spec, ref, ex, model, featurizer, mcfg, metrics)
     tcfg = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
     torch.manual_seed(spec.seed)
     model = TextClassifier(mcfg)
@@ -160,14 +175,60 @@ def run(spec: TrainSpec) -> TrainResult:
             mlflow.log_metrics(metrics, step=step)
 
     summary = train(model, featurizer, df["text"].tolist(), proba, weight, tcfg, on_metrics)
+    if spec.uncovered == "self_train" and len(ex.uncovered):
+        from mlsys.model.text_classifier import predict_proba
+
+        pseudo = examples.pseudo_labels(ex.uncovered, predict_proba(model, featurizer, ex.uncovered["text"].tolist())
+                                        .numpy(), float((ref.extra or {}).get("weak_quality") or 0.0))
+        df = examples.prepare_self_training(ex, pseudo, spec.rebalance)
+        confident = int((pseudo["label_source"] == "self_train").sum())
+        log.info("self-training: %d of %d uncovered rows confidently predicted; retraining on %d rows",
+                 confident, len(ex.uncovered), len(df))
+        torch.manual_seed(spec.seed)
+        model = TextClassifier(mcfg)
+        summary = train(model, featurizer, df["text"].tolist(),
+                        torch.tensor(np.stack(df["label_proba"].to_numpy()), dtype=torch.float32),
+                        torch.tensor(df["weight"].to_numpy(), dtype=torch.float32), tcfg, on_metrics)
+        ex.notes["self_train_rows"] = confident
     metrics = {"final_train_loss": summary["final_loss"], "steps": float(summary["steps"])}
-    model_uri = ""
     if tracking:
-        mlflow.log_metrics(metrics)
         _log_curve(summary["history"])
-        model_uri = log_model(model, featurizer, mcfg, df["text"].head(5).tolist())
+    return _finish(spec, ref, ex, model, featurizer, mcfg, metrics)
+
+
+def _finish(spec: TrainSpec, ref: DatasetRef, ex, model, featurizer, mcfg, metrics: dict) -> TrainResult:
+    """Choose the operating point on dev gold, log quality and the model, return the result."""
+    import mlflow
+
+    from mlsys.model.pyfunc import log_model
+    from mlsys.model.text_classifier import predict_proba
+    from mlsys.tracking import tracker
+    from mlsys.training import operating_point
+
+    point = None
+    if model.config.num_classes == 2:
+        p1 = predict_proba(model, featurizer, ex.dev["text"].tolist()).numpy()[:, 1] if len(ex.dev) else []
+        point = operating_point.choose(ex.dev["label"].to_numpy(), p1, spec.operating_point, spec.precision_target)
+        metrics |= {"threshold": point.threshold, **{f"dev_{k}": v for k, v in point.metrics.items()}}
+        log.info("operating point: threshold %.3f (%s) on %d dev gold rows: precision %.3f, recall %.3f, F1 %.3f",
+                 point.threshold, point.rule, point.dev_rows, point.metrics["precision"], point.metrics["recall"],
+                 point.metrics["f1"])
+    model_uri = ""
+    if mlflow.active_run() is not None:
+        mlflow.log_params({"uncovered": spec.uncovered, "rebalance": spec.rebalance,
+                           "operating_point": point.rule if point else "argmax",
+                           "class_balance_source": ex.class_balance_source or "none"})
+        mlflow.log_metrics({**metrics, **{f"class_balance_{c}": p for c, p in enumerate(ex.class_balance)},
+                            **{f"label_{k}": float(v) for k, v in (ref.extra or {}).items()
+                               if k == "weak_quality" and v is not None}})
+        mlflow.log_dict({**ex.notes, "operating_point": point.to_json() if point else None}, "training_examples.json")
+        if point is not None and len(ex.dev):
+            operating_point.log_plots(ex.dev["label"].to_numpy(), p1, point)
+        model_uri = log_model(model, featurizer, mcfg, ex.train["text"].head(5).tolist(),
+                              operating_point=point.to_json() if point else None)
     failpoint("train.logged")  # the fault suite kills the task here: the retry's run replaces this one
-    return TrainResult(dataset=ref, model_uri=model_uri, run_id=tracker.active_run_id(), train_rows=len(df), metrics=metrics)
+    return TrainResult(dataset=ref, model_uri=model_uri, run_id=tracker.active_run_id(), train_rows=len(ex.train),
+                       metrics=metrics)
 
 
 def _job_config(spec: TrainSpec, mcfg, checkpoint_uri: str):
@@ -203,13 +264,12 @@ JOB_SILENCE_S = 15 * 60.0
 JOB_TIMEOUT_S = 100 * 60.0
 
 
-def _run_distributed(spec: TrainSpec, store: DatasetStore, ref: DatasetRef, df, featurizer, mcfg) -> TrainResult:
-    """Launch the torchrun job, stream its log, track rank 0's events, and log the model from its weights."""
+def _run_distributed(spec: TrainSpec, store: DatasetStore, ref: DatasetRef, df, featurizer, mcfg):
+    """Launch the torchrun job, stream its log, track rank 0's events; return (the model from its weights, metrics)."""
     import mlflow
     import numpy as np
     import torch
 
-    from mlsys.model.pyfunc import log_model
     from mlsys.model.text_classifier import TextClassifier
     from mlsys.tracking import tracker
     from mlsys.training.parallel import report
@@ -257,15 +317,11 @@ def _run_distributed(spec: TrainSpec, store: DatasetStore, ref: DatasetRef, df, 
         layer.load_state_dict(weights[i])
     metrics = {"final_train_loss": summary["final_loss"], "steps": float(summary["steps"]),
                "throughput_samples_per_s": summary["samples_per_s"]}
-    model_uri = ""
     if tracking:
-        mlflow.log_metrics(metrics)
         _log_curve(summary["history"])
         if summary.get("timeline"):
             report.log_timeline(summary["timeline"])
-        model_uri = log_model(model, featurizer, mcfg, df["text"].head(5).tolist())
-    return TrainResult(dataset=ref, model_uri=model_uri, run_id=tracker.active_run_id(), train_rows=len(df),
-                       metrics=metrics)
+    return model, metrics
 
 
 def _log_curve(history: list[dict]) -> None:
