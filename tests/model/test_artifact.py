@@ -95,9 +95,11 @@ class _Pickled(mlflow.pyfunc.PythonModel):
 @pytest.fixture
 def registry(mlsys_home):
     mlflow.set_tracking_uri(f"sqlite:///{mlsys_home / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{mlsys_home / 'mlflow.db'}")  # not one an earlier test in this process set
     mlflow.set_experiment("artifact-test")
     yield mlflow.MlflowClient()
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 def _register(uri: str, alias: str | None = None) -> str:

@@ -9,9 +9,10 @@ dropped connection counts as an error, and the client reconnects.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 @dataclass
@@ -28,6 +29,7 @@ class LoadResult:
 
         lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([float("nan")])
         return {"concurrency": self.concurrency, "requests": self.requests, "errors": self.errors,
+                "seconds": round(self.seconds, 3),
                 "rps": round(len(self.latencies_ms) / self.seconds, 1) if self.seconds else 0.0,
                 "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2),
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())}}
@@ -67,12 +69,20 @@ def _header(lower_head: bytes, name: bytes) -> bytes:
     return lower_head[start:lower_head.index(b"\r\n", start)].strip()
 
 
-async def run_load(host: str, port: int, path: str, bodies: Sequence[bytes], concurrency: int,
-                   duration_s: float, max_requests: int, timeout_s: float = 10.0) -> LoadResult:
+async def run_load(host: str, port: int, path: str, bodies: Sequence[bytes] | Callable[[int], bytes], concurrency: int,
+                   duration_s: float, max_requests: int = 0, timeout_s: float = 10.0) -> LoadResult:
+    """``bodies``: a list (request i sends ``bodies[i % len]``) or ``body(i)``; ``max_requests`` 0: no cap."""
     result = LoadResult(concurrency=concurrency)
-    payloads = [request_bytes(host, port, path, b) for b in bodies]
+    if callable(bodies):
+        def payload(i: int) -> bytes:
+            return request_bytes(host, port, path, bodies(i))
+    else:
+        payloads = [request_bytes(host, port, path, b) for b in bodies]
+
+        def payload(i: int) -> bytes:
+            return payloads[i % len(payloads)]
     deadline = time.perf_counter() + duration_s
-    counter = iter(range(max_requests))
+    counter = iter(range(max_requests)) if max_requests else itertools.count()
 
     async def client(k: int) -> None:
         reader = writer = None
@@ -84,7 +94,7 @@ async def run_load(host: str, port: int, path: str, bodies: Sequence[bytes], con
             try:
                 if writer is None:
                     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
-                writer.write(payloads[i % len(payloads)])
+                writer.write(payload(i))
                 status, headers, _ = await asyncio.wait_for(_read_response(reader), timeout_s)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, IndexError):
                 result.errors += 1
@@ -111,8 +121,8 @@ async def run_load(host: str, port: int, path: str, bodies: Sequence[bytes], con
     return result
 
 
-def load(host: str, port: int, path: str, bodies: Sequence[bytes], concurrency: int,
-         duration_s: float, max_requests: int) -> LoadResult:
+def load(host: str, port: int, path: str, bodies: Sequence[bytes] | Callable[[int], bytes], concurrency: int,
+         duration_s: float, max_requests: int = 0) -> LoadResult:
     try:
         import uvloop
 
@@ -120,3 +130,69 @@ def load(host: str, port: int, path: str, bodies: Sequence[bytes], concurrency: 
     except ImportError:
         runner = asyncio.run
     return runner(run_load(host, port, path, bodies, concurrency, duration_s, max_requests))
+
+
+# --- wrk: the independent client (C, event loop per thread), when installed (Debian: apt-get install wrk) ---
+
+WRK_LUA = """-- written by mlsys bench serve: every request carries a text no request before it carried (no cache hit)
+local texts = {%(texts)s}
+local prefix, suffix = [==[%(prefix)s]==], [==[%(suffix)s]==]
+local counter = 0
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+local n = 0
+function request()
+  n = n + 1
+  local body = prefix .. texts[(n %% #texts) + 1] .. " wrk" .. tostring(tid or 0) .. "-" .. n .. suffix
+  return wrk.format("POST", "%(path)s", {["Content-Type"] = "application/json"}, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK {"requests":%%d,"seconds":%%.3f,"p50_ms":%%.3f,"p99_ms":%%.3f,"max_ms":%%.3f,' ..
+    '"non2xx":%%d,"connect":%%d,"read":%%d,"write":%%d,"timeout":%%d}\\n', summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000,
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+"""
+
+
+def wrk_script(path: str, texts: Sequence[str], prefix: str, suffix: str) -> str:
+    """A wrk Lua script POSTing ``prefix + json-escaped text + " wrk<thread>-<n>" + suffix`` to ``path``."""
+    import json
+
+    escaped = [json.dumps(t)[1:-1] for t in texts]
+    escaped = [e for e in escaped if "]==]" not in e][:500] or ["check out my channel"]
+    return WRK_LUA % {"texts": ", ".join(f"[==[{e}]==]" for e in escaped), "prefix": prefix, "suffix": suffix,
+                      "path": path}
+
+
+def wrk_path() -> str | None:
+    import shutil
+
+    return shutil.which("wrk")
+
+
+def run_wrk(url: str, script: str, concurrency: int, duration_s: float, threads: int = 1) -> dict:
+    """Run wrk (``-t threads -c concurrency -d duration``) with ``script``; its figures, errors summed."""
+    import json
+    import subprocess
+    import tempfile
+
+    exe = wrk_path()
+    if exe is None:
+        raise FileNotFoundError("wrk is not installed (Debian: apt-get install -y wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="mlsys-wrk-") as fh:
+        fh.write(script)
+        fh.flush()
+        cmd = [exe, f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", "--timeout", "10s",
+               "-s", fh.name, url]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("WRK ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {(done.stderr or done.stdout)[-2000:]}")
+    out = json.loads(line[4:])
+    out["errors"] = sum(out[k] for k in ("non2xx", "connect", "read", "write", "timeout"))
+    out["rps"] = round(out["requests"] / out["seconds"], 1) if out["seconds"] else 0.0
+    return {"concurrency": concurrency, "wrk_threads": threads, **out}

@@ -231,6 +231,90 @@ def test_health_ready_and_metrics(server):
     assert metric(port, "mlsys_cache_hit_rate") > 0
 
 
+MLFLOW_BODIES = [
+    lambda texts: {"dataframe_records": [{"text": t} for t in texts]},
+    lambda texts: {"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}},
+    lambda texts: {"instances": texts},
+    lambda texts: {"inputs": {"text": texts}},
+]
+
+
+@pytest.mark.parametrize("path", ["/predict", "/invocations"])
+@pytest.mark.parametrize("make", MLFLOW_BODIES, ids=["dataframe_records", "dataframe_split", "instances", "inputs"])
+def test_mlflows_scoring_protocol_gets_the_pyfuncs_answer_in_mlflows_shape(server, path, make):
+    """A client of `mlflow models serve` works unchanged: its bodies, its answer {"predictions": [rows]}."""
+    registry, port = server
+    texts = registry.texts[:7]
+    status, headers, body = call(port, path, make(texts))
+    rows = json.loads(body)["predictions"]
+    assert status == 200 and headers["x-model-version"] == f"{SERVE_MODEL}/1" and list(json.loads(body)) == ["predictions"]
+    assert [sorted(r) for r in rows] == [["prediction", "proba_0", "proba_1"]] * len(texts)
+    assert [r["prediction"] for r in rows] == registry.expected["prediction"][:7].tolist()
+    for c in (0, 1):
+        assert np.allclose([r[f"proba_{c}"] for r in rows], registry.expected[f"proba_{c}"][:7], atol=1e-6)
+    status, _, body = call(port, path, {"dataframe_records": [{"text": 5}]})
+    assert status == 422 and json.loads(body)["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert json.loads(body)["field"] == "dataframe_records[0].text"
+
+
+def test_open_inference_protocol_infer_metadata_and_another_models_name(server):
+    registry, port = server
+    texts = registry.texts[:5]
+    request = {"id": "r-1", "inputs": [{"name": "text", "shape": [5], "datatype": "BYTES", "data": texts}]}
+    status, _, body = call(port, f"/v2/models/{SERVE_MODEL}/infer", request)
+    answer = json.loads(body)
+    assert status == 200 and (answer["model_name"], answer["model_version"], answer["id"]) == (SERVE_MODEL, "1", "r-1")
+    prediction, proba = answer["outputs"]
+    assert (prediction["name"], prediction["datatype"], prediction["shape"]) == ("prediction", "INT64", [5])
+    assert prediction["data"] == registry.expected["prediction"][:5].tolist()
+    assert (proba["name"], proba["datatype"], proba["shape"]) == ("probabilities", "FP32", [5, 2])
+    assert np.allclose(np.reshape(proba["data"], (5, 2))[:, 1], registry.expected["proba_1"][:5], atol=1e-6)
+    status, _, body = call(port, f"/v2/models/{SERVE_MODEL}")
+    assert status == 200 and json.loads(body)["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert call(port, f"/v2/models/{SERVE_MODEL}/ready")[0] == 200 and call(port, "/v2/health/ready")[0] == 200
+    before = counted(port)
+    status, _, body = call(port, "/v2/models/another-model/infer", request)
+    assert status == 404 and SERVE_MODEL in json.loads(body)["error"]
+    assert counted(port).get("404") == before.get("404", 0) + 1
+    assert call(port, "/v2/models/another-model")[0] == 404
+
+
+def test_the_openapi_document_declares_every_body_and_schemathesis_finds_no_5xx(server, tmp_path):
+    """schemathesis generates requests from /openapi.json (valid and invalid) and checks every answer against it:
+    no 5xx, documented status codes, content types and bodies. Not checked: that every schema-valid body is
+    accepted, since JSON Schema cannot state what else the server checks (a dataframe_split row as long as
+    its columns, a v2 shape equal to its data's length, the size limits), refused with a 4xx naming the field."""
+    _, port = server
+    doc = json.loads(call(port, "/openapi.json")[2])
+    for path, method in (("/predict", "post"), ("/invocations", "post"), ("/v2/models/{model_name}/infer", "post")):
+        operation = doc["paths"][path][method]
+        assert operation["requestBody"]["content"]["application/json"]["schema"], path
+        assert {"200", "413", "422", "503"} <= set(operation["responses"]), path
+    assert {"Record", "DataframeSplit", "MlflowAnswer", "InferRequest", "InferAnswer"} <= set(doc["components"]["schemas"])
+    assert call(port, "/docs")[0] == 200
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(f'[parameters]\n"path.model_name" = "{SERVE_MODEL}"\n')
+    before = counted(port)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(config), "run",
+         f"http://127.0.0.1:{port}/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+         "--max-examples", "30", "--seed", "17", "--workers", "1", "--generation-database", "none", "--no-color",
+         "-H", f"Authorization: Bearer {TOKEN}", "--request-timeout", "30"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-6000:]
+    assert "generated" in done.stdout and "passed" in done.stdout
+    after = counted(port)
+    assert sum(after.values()) - sum(before.values()) > 100  # the prediction routes were really exercised
+    assert after.get("500", 0) == before.get("500", 0)
+
+
+def test_the_start_up_heap_is_frozen_out_of_the_collector(server):
+    """A full collection used to walk ~400k start-up objects: 250-650 ms with the whole process stopped."""
+    _, port = server
+    assert metric(port, "mlsys_gc_frozen_objects") > 100_000
+    assert metric(port, "mlsys_gc_pause_seconds_count") > 0
+
+
 def test_alias_move_reloads_without_dropping_requests_and_a_bad_version_keeps_the_old(server):
     import mlflow
 

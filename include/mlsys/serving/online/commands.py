@@ -11,6 +11,8 @@ HELP = {
                     "default: $MLSYS_SERVE_PREDICT_AUTH, else off",
     "reload_interval_s": "at most one POST /reload registry check per this many seconds (429 + Retry-After "
                          "inside the window; 0: only one at a time); default: %(default)s",
+    "torch_threads": "torch's intra-op threads for scoring (batches are small: more threads mostly spin); "
+                     "default: %(default)s",
 }
 
 

@@ -8,7 +8,9 @@ update takes one small lock.
 from __future__ import annotations
 
 import bisect
+import gc
 import threading
+import time
 from typing import Iterable
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -106,3 +108,38 @@ class Registry:
 
     def render(self) -> str:
         return "\n".join(line for m in self.metrics for line in m.lines()) + "\n"
+
+
+class ServerMetrics:
+    """What ``mlsys serve`` exposes at /metrics."""
+
+    def __init__(self):
+        self.registry = r = Registry()
+        self.latency = r.add(Histogram("mlsys_request_latency_seconds", "End-to-end /predict latency.", LATENCY_BUCKETS))
+        self.batch_size = r.add(Histogram("mlsys_batch_size_records", "Records per model batch.", SIZE_BUCKETS))
+        self.batch_seconds = r.add(Histogram("mlsys_batch_compute_seconds", "Model time per batch.", LATENCY_BUCKETS))
+        self.requests = r.add(Counter("mlsys_requests_total", "/predict requests by HTTP status."))
+        self.queue_depth = r.add(Gauge("mlsys_queue_depth_records", "Records waiting for the model."))
+        self.batch_limit = r.add(Gauge("mlsys_batch_limit_records", "The AIMD batch size limit now."))
+        self.cache_hits = r.add(Gauge("mlsys_cache_hits_total", "Prediction cache hits."))
+        self.cache_misses = r.add(Gauge("mlsys_cache_misses_total", "Prediction cache misses."))
+        self.cache_hit_rate = r.add(Gauge("mlsys_cache_hit_rate", "Prediction cache hits / lookups."))
+        self.model = r.add(Gauge("mlsys_model_info", "The model version serving now (value 1)."))
+        self.reloads = r.add(Gauge("mlsys_model_reloads_total", "Model loads by result."))
+        self.reload_requests = r.add(Counter("mlsys_reload_requests_total", "POST /reload by HTTP status."))
+        self.gc_pauses = r.add(Histogram("mlsys_gc_pause_seconds", "Garbage collections: pause of the whole process.",
+                                         LATENCY_BUCKETS))
+        self.gc_frozen = r.add(Gauge("mlsys_gc_frozen_objects", "Objects frozen out of the collector at start."))
+
+
+def watch_gc(histogram) -> None:
+    """Observe every garbage collection's pause (all threads stop for it) in ``histogram``."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            histogram.observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)

@@ -5,6 +5,9 @@ server's POST /reload) checks now. A new version loads beside the old one, and
 one reference assignment swaps them, so requests in flight finish on the old
 model and none is dropped. A version that fails to load is logged and the old
 model keeps serving; it is retried at the next check.
+
+Every check (a registry round trip, and a load when the alias moved) runs on the
+poller thread or, for POST /reload, on an executor thread: never on the event loop.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from mlsys.serving import champion
 from mlsys.serving.scorer import Scorer
@@ -32,6 +36,7 @@ class ModelHolder:
         self.scorer: Scorer | None = None
         self.reloads: dict[str, int] = {"ok": 0, "failed": 0}
         self.last_error: str | None = None
+        self.on_first_load: Callable[[], None] | None = None  # called on the loading thread after the first swap
         self._lock = threading.Lock()  # one load at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -59,6 +64,8 @@ class ModelHolder:
             self.reloads["ok"] += 1
             self.last_error = None
             log.warning("now serving %s (was %s)", scorer.label, old)
+            if old is None and self.on_first_load is not None:
+                self.on_first_load()
             return RefreshResult(self.label, changed=True)
 
     def start_polling(self) -> None:
