@@ -27,11 +27,12 @@ test: venv browser
 	$(BIN)/bandit -r include dags plugins --severity-level medium --quiet
 	$(BIN)/python -m pytest tests
 
-# Headless Chromium and its driver for the browser tests (tests/ui), from the system's packages (Debian), when missing.
+# Headless Chromium and its driver for the browser tests (tests/ui), and wrk, the independent load client of
+# `mlsys bench serve` (tests/bench), from the system's packages (Debian), when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v wrk >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver wrk)
 
 up: venv
 	$(BIN)/mlsys up
