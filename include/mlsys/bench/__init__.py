@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, Benchmark] = index((
     _bench("krypton", "incremental vs full per-frame CNN inference on video"),
     _bench("label_scale", "labeling functions at scale: ours vs Snorkel's Dask and Spark appliers"),
     _bench("mop", "model hopper parallelism (Cerebro) vs task parallelism vs DDP per configuration"),
+    _bench("all", "every benchmark above, then docs/benchmarks.md (tables) and docs/images/bench-*.png (plots)"),
 ))
 
 

@@ -1,7 +1,9 @@
-"""What every benchmark (and the tests that start servers) shares: a free port, a device barrier."""
+"""What every benchmark (and the tests that start servers) shares: a free port, a device barrier, repetitions
+and the summary of their ratios (median, range, load average before each, targets)."""
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -56,3 +58,59 @@ def repeated(measure, repeat: int) -> tuple[list[Any], list[float]]:
         loads.append(load_average())
         results.append(measure())
     return results, loads
+
+
+def thread_counts() -> dict[str, int]:
+    """The thread pools that could run this process's work: torch's (if loaded), pyarrow's, and the cores."""
+    import sys
+
+    out = {"cpus": os.cpu_count() or 1}
+    if "torch" in sys.modules:
+        out["torch"] = sys.modules["torch"].get_num_threads()
+    if "pyarrow" in sys.modules:
+        out["pyarrow"] = sys.modules["pyarrow"].cpu_count()
+    return out
+
+
+def ratios(runs: list[dict[str, Any]], formulas: dict[str, Any], digits: int = 3) -> dict[str, dict[str, Any]]:
+    """``{name: summary}`` of each ratio, computed by ``formulas[name](run)`` from every run's timed fields.
+
+    A formula that returns None (a figure that run did not measure) leaves that run out of its summary;
+    a ratio no run measured is left out.
+    """
+    out = {}
+    for name, formula in formulas.items():
+        values = [v for v in (formula(run) for run in runs) if v is not None]
+        if values:
+            out[name] = summary(values, digits)
+    return out
+
+
+def report(figures: dict[str, dict[str, Any]], loads: list[float], targets: dict[str, list] | None = None) -> dict[str, Any]:
+    """The fields every benchmark's JSON carries: ``repeat``, ``load_average`` (before each repetition),
+    ``median`` and ``range`` of every ratio, the full ``ratios`` summaries and the ``targets``
+    (``{name: [">=" or "<=", value]}``)."""
+    return {"repeat": len(loads), "load_average": loads,
+            "median": {k: s["median"] for k, s in figures.items()},
+            "range": {k: s["range"] for k, s in figures.items()},
+            "ratios": figures, "targets": dict(targets or {})}
+
+
+def meets(value: float, target: list) -> bool:
+    """Whether ``value`` meets a target ``[">=", x]`` or ``["<=", x]``."""
+    op, bound = target
+    if op not in (">=", "<="):
+        raise ValueError(f"target {target!r}: use ['>=', value] or ['<=', value]")
+    return value >= bound if op == ">=" else value <= bound
+
+
+def print_ratios(fields: dict[str, Any]) -> None:
+    """One line per ratio: its median, range and target, from ``report``'s fields."""
+    loads = fields["load_average"]
+    print(f"{fields['repeat']} repetition(s); load average before each: {', '.join(f'{x:.2f}' for x in loads)}")
+    for name, s in fields["ratios"].items():
+        target = fields["targets"].get(name)
+        verdict = ""
+        if target:
+            verdict = f"   target {target[0]} {target[1]}: {'met' if meets(s['median'], target) else 'NOT met'}"
+        print(f"{name:>28}: median {s['median']:<8g} range {s['range'][0]:g}-{s['range'][1]:g}{verdict}")

@@ -2,19 +2,27 @@
 
     python -m mlsys.bench.pipeline --stages 2 --microbatches 8 --batch 1024 --schedule gpipe
 
-The model is an MLP of ``--layers`` x (Linear(width) + ReLU). Each process runs
-one thread. In one spawned group of K processes, rank 0 times the baselines on
-one process (the full batch, and the same M micro-batches one after another)
-between pipeline steps, so load on the machine hits both alike. Per step
-(forward + backward, no optimizer):
+The model is an MLP of ``--layers`` x (Linear(width) + ReLU). Each pipeline and
+DDP process runs one thread, pinned to its own core. In one spawned group of K
+processes, rank 0 times the one-thread baselines (the full batch, and the same M
+micro-batches one after another) before the pipeline set-ups. The parent process
+then times the baseline a CPU user would reach for first: one process with
+``--baseline-threads`` intra-op threads (default: as many as the processes it is
+compared with), unpinned. Per step (forward + backward, no optimizer):
 
-    pipeline_efficiency = T_seq x (M + K - 1) / (K M) / T_pipe      (the bound's time over the measured time)
-    speedup_vs_naive    = T_pipe(M=1) / T_pipe(M)
-    speedup_vs_single   = T_full / T_pipe(M)
-    bubble_measured     = mean share of the step a stage is not computing (from the stages' own clocks)
-    ddp_efficiency      = T(1 process, R rows) / T(2 processes, R rows each, with all-reduce)
+    pipeline_efficiency  = T_seq x (M + K - 1) / (K M) / T_pipe      (the bound's time over the measured time)
+    speedup_vs_naive     = T_pipe(M=1) / T_pipe(M)                     (naive model parallelism: no micro-batches)
+    speedup_vs_single    = T_full(1 thread) / T_pipe(M)
+    speedup_vs_threads   = T_full(K threads, one process) / T_pipe(M)
+    bubble_measured      = mean share of the step a stage is not computing (from the stages' own clocks)
+    ddp_efficiency       = T(1 process, R rows) / T(2 processes, R rows each, with all-reduce)
+    ddp_speedup_vs_threads = T(1 process, 2 threads, 2R rows) / T(2 processes, R rows each)
 
-The last line is one JSON object. ``--device cuda`` runs NCCL across GPUs when
+``grads_match``: one pipeline step's gradients equal the same micro-batches run
+one after another in one process (max relative difference 1e-4). Everything is
+repeated ``--repeat`` times (a new process group each time); the JSON's last line
+carries every repetition's timings (``runs``), the median and range of each
+ratio, and the sweep, schedules and timeline of the last repetition. ``--device cuda`` runs NCCL across GPUs when
 there are at least K; on fewer GPUs it reports the single-GPU figures.
 """
 
@@ -34,7 +42,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from mlsys.bench.harness import free_port, sync
+from mlsys.bench.harness import add_repeat_argument, free_port, print_ratios, ratios, repeated, sync
+from mlsys.bench.harness import report as report_fields
 from mlsys.training.parallel import microbatch, partitioner
 from mlsys.training.parallel.affinity import pin_cpus
 
@@ -145,13 +154,15 @@ def _pipeline_worker(rank: int, world: int, port: int, args: argparse.Namespace,
     per_mb = saved_bytes(strategies[configs[-1]].module, chunk.clone())
     memory: list = [None] * world
     dist.all_gather_object(memory, {c: in_flight[c] * per_mb for c in strategies})
+    diffs: list = [None] * world
+    dist.all_gather_object(diffs, grad_difference(strategies[(args.schedule, args.microbatches)], args, x, y, device))
     if rank == 0:
         med = {c: statistics.median(v) for c, v in times.items()}
         bubbles = {}
         for c, tls in timelines.items():
             bubbles[c] = statistics.median(bubble_fraction(t) for t in tls)
         result = {
-            "balance": balance, "full": statistics.median(base["full"][args.warmup:]),
+            "grad_max_rel_diff": max(diffs), "balance": balance, "full": statistics.median(base["full"][args.warmup:]),
             "seq": statistics.median(base["seq"][args.warmup:]),
             "runs": [{"schedule": c[0], "microbatches": c[1], "step_s": med[c], "bubble": bubbles[c],
                       "max_in_flight": in_flight[c],
@@ -160,6 +171,40 @@ def _pipeline_worker(rank: int, world: int, port: int, args: argparse.Namespace,
         }
         Path(out).write_text(json.dumps(result))
     dist.destroy_process_group()
+
+
+def grad_difference(strategy, args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, device) -> float:
+    """Max relative difference of one pipeline step's gradients (this stage's layers) from the same
+    micro-batches run one after another through a fresh copy of the model in this process."""
+    for p in strategy.parameters():
+        p.grad = None
+    strategy.step((x,), y)
+    reference = mlp(args.layers, args.width).to(device)
+    for xb, yb in zip(torch.tensor_split(x, args.microbatches), torch.tensor_split(y, args.microbatches)):
+        mse(reference(xb), yb).backward()  # gradients summed over micro-batches, as the pipeline's (scale_grads=False)
+    a, b = strategy.layer_range
+    ref = [p.grad for p in nn.Sequential(*list(reference)[a:b]).parameters()]
+    got = [p.grad for p in strategy.parameters()]
+    if len(ref) != len(got) or any(g is None for g in got):
+        return float("inf")
+    scale = max(float(r.abs().max()) for r in ref) or 1.0
+    return max(float((g - r).abs().max()) for g, r in zip(got, ref)) / scale
+
+
+def threaded_baseline(args: argparse.Namespace, threads: int, rows: int) -> float:
+    """Seconds per forward + backward of ``rows`` rows in this process with ``threads`` intra-op threads, unpinned."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        device = torch.device(args.device)
+        model = mlp(args.layers, args.width).to(device)
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(rows, args.width, generator=gen).to(device)
+        y = torch.randn(rows, args.width, generator=gen).to(device)
+        return statistics.median([time_sequential(model, x, y, 1, device)
+                                  for _ in range(args.warmup + args.steps)][args.warmup:])
+    finally:
+        torch.set_num_threads(before)
 
 
 def _ddp_worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str) -> None:
@@ -233,7 +278,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-ddp", action="store_true")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--timeline", default="", help="write the main run's schedule timeline (JSON) to this file")
+    p.add_argument("--baseline-threads", type=int, default=0,
+                   help="threads of the one-process baseline (0: as many as the processes it is compared with)")
+    add_repeat_argument(p)
     args = p.parse_args(argv)
+    if args.repeat < 1 or args.baseline_threads < 0:
+        p.error(f"--repeat={args.repeat} must be >= 1 and --baseline-threads={args.baseline_threads} >= 0")
     microbatch.check(args.microbatches, args.batch)
     partitioner.check_stages(args.stages, args.layers)
     if args.stages < 2:
@@ -243,58 +293,99 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _single_device_main(args: argparse.Namespace, report: dict, gpus: int) -> int:
+    r = _single_device(args)
+    report.update({"gpus": gpus, "path": "single-device", "balance": r["balance"], "stage_times_s": r["stage_times_s"],
+                   "full_batch_s": r["full"], "sequential_microbatches_s": r["seq"],
+                   "microbatching_cost": r["seq"] / r["full"], "samples_per_s": r["samples_per_s"],
+                   "pipeline_efficiency": None, "speedup_vs_naive": None, "bubble_measured": None,
+                   "ddp_efficiency": None})
+    print(f"{gpus} GPU(s) < {args.stages} stages: single-device figures only")
+    print(json.dumps(report))
+    return 0
+
+
+def repetition(args: argparse.Namespace) -> tuple[dict, dict]:
+    """One repetition: the pipeline group, the threaded baselines, the DDP group. (timed fields, details)."""
+    K, M = args.stages, args.microbatches
+    r = _spawn(_pipeline_worker, K, args)
+    runs = {(x["schedule"], x["microbatches"]): x for x in r["runs"]}
+    main_run, naive = runs[(args.schedule, M)], runs[(args.schedule, 1)]
+    timed = {"full_batch_s": r["full"], "sequential_microbatches_s": r["seq"], "pipeline_s": main_run["step_s"],
+             "naive_pipeline_s": naive["step_s"], "full_batch_threads_s": threaded_baseline(args, args.baseline_threads or K, args.batch),
+             "bubble_measured": main_run["bubble"], "grad_max_rel_diff": r["grad_max_rel_diff"]}
+    if not args.no_ddp:
+        ddp_threads = threaded_baseline(args, args.baseline_threads or 2, 2 * args.ddp_rows)
+        d = _spawn(_ddp_worker, 2, args)
+        timed.update({"ddp_one_process_s": d["one"], "ddp_two_processes_s": d["two"], "ddp_threads_s": ddp_threads})
+    return timed, {"r": r, "runs": runs}
+
+
+FORMULAS = {
+    "pipeline_efficiency": lambda r, K, M: microbatch.bound_time(r["sequential_microbatches_s"], K, M) / r["pipeline_s"],
+    "speedup_vs_naive": lambda r, K, M: r["naive_pipeline_s"] / r["pipeline_s"],
+    "speedup_vs_single": lambda r, K, M: r["full_batch_s"] / r["pipeline_s"],
+    "speedup_vs_threads": lambda r, K, M: r["full_batch_threads_s"] / r["pipeline_s"],
+    "ddp_efficiency": lambda r, K, M: r["ddp_one_process_s"] / r["ddp_two_processes_s"] if "ddp_one_process_s" in r else None,
+    "ddp_speedup_vs_threads": lambda r, K, M: r["ddp_threads_s"] / r["ddp_two_processes_s"] if "ddp_threads_s" in r else None,
+}
+TARGETS = {"pipeline_efficiency": [">=", 0.85], "ddp_efficiency": [">=", 0.85]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     K, M = args.stages, args.microbatches
-    report = {"stages": K, "microbatches": M, "batch": args.batch, "schedule": args.schedule, "device": args.device,
-              "model": f"{args.layers}x(Linear({args.width})+ReLU)", "threads_per_process": 1,
+    report = {"benchmark": "pipeline", "stages": K, "microbatches": M, "batch": args.batch, "schedule": args.schedule,
+              "device": args.device, "model": f"{args.layers}x(Linear({args.width})+ReLU)", "threads_per_process": 1,
               "bubble_theory": microbatch.bubble_theory(K, M), "ideal_speedup": microbatch.ideal_speedup(K, M)}
     gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     if args.device == "cuda" and gpus < K:
-        r = _single_device(args)
-        report.update({"gpus": gpus, "path": "single-device", "balance": r["balance"], "stage_times_s": r["stage_times_s"],
-                       "full_batch_s": r["full"], "sequential_microbatches_s": r["seq"],
-                       "microbatching_cost": r["seq"] / r["full"], "samples_per_s": r["samples_per_s"],
-                       "pipeline_efficiency": None, "speedup_vs_naive": None, "bubble_measured": None,
-                       "ddp_efficiency": None})
-        print(f"{gpus} GPU(s) < {K} stages: single-device figures only")
-        print(json.dumps(report))
-        return 0
-    r = _spawn(_pipeline_worker, K, args)
-    runs = {(x["schedule"], x["microbatches"]): x for x in r["runs"]}
+        return _single_device_main(args, report, gpus)
+    details: list = []
+
+    def measure() -> dict:
+        timed, detail = repetition(args)
+        details.append(detail)
+        print(f"pipeline {timed['pipeline_s'] * 1e3:.1f} ms/step; one process: 1 thread {timed['full_batch_s'] * 1e3:.1f}, "
+              f"{args.baseline_threads or K} threads {timed['full_batch_threads_s'] * 1e3:.1f} ms/step")
+        return timed
+
+    timed_runs, loads = repeated(measure, args.repeat)
+    for run, load in zip(timed_runs, loads):
+        run["load_average"] = load
+    figures = ratios(timed_runs, {k: (lambda r, f=f: f(r, K, M)) for k, f in FORMULAS.items()})
+    fields = report_fields(figures, loads, TARGETS)
+    r, runs = details[-1]["r"], details[-1]["runs"]
     if args.timeline:
         Path(args.timeline).write_text(json.dumps({"stages": r["timeline"]}))
-    main_run, naive = runs[(args.schedule, M)], runs[(args.schedule, 1)]
     sweep = {m: x["step_s"] for (s, m), x in runs.items() if s == args.schedule}
-    best = min(sweep, key=sweep.get)
+    last = timed_runs[-1]
     report.update({
-        "path": "nccl" if args.device == "cuda" else "gloo", "balance": r["balance"],
-        "full_batch_s": r["full"], "sequential_microbatches_s": r["seq"], "microbatching_cost": r["seq"] / r["full"],
-        "pipeline_s": main_run["step_s"],
-        "pipeline_efficiency": microbatch.bound_time(r["seq"], K, M) / main_run["step_s"],
-        "speedup_vs_naive": naive["step_s"] / main_run["step_s"], "speedup_vs_single": r["full"] / main_run["step_s"],
-        "bubble_measured": main_run["bubble"], "best_microbatches": best,
+        "path": "nccl" if args.device == "cuda" else "gloo", **fields,
+        **{k: fields["median"].get(k) for k in FORMULAS}, "runs": timed_runs,
+        "grads_match": all(t["grad_max_rel_diff"] <= 1e-4 for t in timed_runs),
+        "bubble_measured": statistics.median(t["bubble_measured"] for t in timed_runs),
+        "threads": {"pipeline_per_process": 1, "single": 1, "baseline_threads": args.baseline_threads or K,
+                    "ddp_per_process": 1, "ddp_baseline_threads": args.baseline_threads or 2},
+        "peer": {"single": "one process, 1 thread, pinned, full batch", "naive": "the same pipeline with M=1",
+                 "threads": f"one process, {args.baseline_threads or K} intra-op threads, unpinned, full batch",
+                 "ddp_threads": f"one process, {args.baseline_threads or 2} threads, both ranks' rows"},
+        "balance": r["balance"], "full_batch_s": last["full_batch_s"], "sequential_microbatches_s": last["sequential_microbatches_s"],
+        "microbatching_cost": last["sequential_microbatches_s"] / last["full_batch_s"], "pipeline_s": last["pipeline_s"],
+        "best_microbatches": min(sweep, key=sweep.get),
         "sweep": {str(m): {"step_s": t, "bubble_measured": runs[(args.schedule, m)]["bubble"],
                            "bubble_theory": microbatch.bubble_theory(K, m)} for m, t in sorted(sweep.items())},
         "schedules": {s: {"step_s": x["step_s"], "max_in_flight": x["max_in_flight"],
                           "peak_activation_mb": x["peak_activation_mb"], "bubble_measured": x["bubble"]}
                       for (s, m), x in runs.items() if m == M},
+        "ddp_rows_per_rank": None if args.no_ddp else args.ddp_rows,
     })
-    if not args.no_ddp:
-        d = _spawn(_ddp_worker, 2, args)
-        report.update({"ddp_rows_per_rank": args.ddp_rows, "ddp_one_process_s": d["one"], "ddp_two_processes_s": d["two"],
-                       "ddp_efficiency": d["one"] / d["two"]})
-    else:
-        report["ddp_efficiency"] = None
     for m, t in sorted(sweep.items()):
         print(f"M={m:>3}: {t * 1e3:8.1f} ms/step  bubble {runs[(args.schedule, m)]['bubble']:.2f} "
-              f"(theory {microbatch.bubble_theory(K, m):.2f})")
-    print(f"pipeline efficiency {report['pipeline_efficiency']:.1%}; speedup vs M=1 {report['speedup_vs_naive']:.2f}x, "
-          f"vs one process {report['speedup_vs_single']:.2f}x (ideal {report['ideal_speedup']:.2f}x)")
-    if report["ddp_efficiency"] is not None:
-        print(f"DDP 2 vs 1 process at {args.ddp_rows} rows/rank: {report['ddp_efficiency']:.1%}")
+              f"(theory {microbatch.bubble_theory(K, m):.2f})  [last repetition]")
+    print_ratios(fields)
     print(json.dumps(report))
-    return 0
+    return 0 if report["grads_match"] else 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@
    ``peak_rss_mb <= baseline_rss_mb + 32 + ram_budget_mb``.
    On CUDA the budget is the device's: ``within_budget`` checks torch.cuda.max_memory_allocated.
 
-Adam throughout (weights + gradients + two moments). The last line is one JSON object.
+Adam throughout (weights + gradients + two moments). ``losses_match``: the spilled model's losses equal the
+resident model's (same weights, same batches; relative 1e-4). Both cases are repeated ``--repeat`` times
+(a fresh model and, for the second, a fresh process each time); the last line is one JSON object with every
+repetition's figures (``runs``) and the median and range of each.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mlsys.bench.harness import sync
+from mlsys.bench.harness import add_repeat_argument, print_ratios, ratios, repeated, report, sync, thread_counts
 from mlsys.training.spill.partitioner import MB
 from mlsys.training.spill.spiller import Spiller
 
@@ -69,13 +72,15 @@ def rss_mb(field: str = "VmRSS") -> float:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def _timed_steps(step, data, warmup: int, device: str) -> float:
+def _timed_steps(step, data, warmup: int, device: str, losses: list | None = None) -> float:
+    """Steps per second after ``warmup`` steps; each step's loss is appended to ``losses``."""
+    losses = [] if losses is None else losses
     for x, y in data[:warmup]:
-        step(x, y)
+        losses.append(step(x, y))
     sync(device)
     start = time.perf_counter()
     for x, y in data[warmup:]:
-        step(x, y)
+        losses.append(step(x, y))
     sync(device)
     return (len(data) - warmup) / (time.perf_counter() - start)
 
@@ -93,8 +98,10 @@ def fit_case(fit_mb: float, depth: int, batch: int, steps: int, device: str, tie
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return float(loss.detach())
 
-    resident = _timed_steps(resident_step, data, 1, device)
+    resident_losses: list[float] = []
+    resident = _timed_steps(resident_step, data, 1, device, resident_losses)
     del model, opt
     out = {"width": width, "depth": depth, "resident_steps_per_s": resident}
     with tempfile.TemporaryDirectory(prefix="mlsys-spill-bench-") as root:
@@ -104,7 +111,10 @@ def fit_case(fit_mb: float, depth: int, batch: int, steps: int, device: str, tie
         out["shards"] = len(sp.shards)
         for prefetch in (True, False):  # the same shards, prefetch on and off
             sp.prefetch = prefetch
-            rate = _timed_steps(lambda x, y: sp.train_step(x, y, loss_fn), data, 1, device)
+            losses: list[float] = []
+            rate = _timed_steps(lambda x, y: sp.train_step(x, y, loss_fn), data, 1, device, losses)
+            if prefetch:  # from the same weights and batches as the resident model: the same losses
+                out["loss_max_rel_diff"] = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(losses, resident_losses))
             out[f"spilled_steps_per_s_{'prefetch' if prefetch else 'no_prefetch'}"] = rate
         sp.close()
         del sp
@@ -150,6 +160,30 @@ def nofit_case(model_mb: float, budget_mb: float, depth: int, batch: int, steps:
     return out
 
 
+def _nofit(args: argparse.Namespace) -> dict:
+    """The no-fit case in a fresh process (its peak RSS is its own)."""
+    child = [sys.executable, "-m", "mlsys.bench.spill", "--child", "--device", args.device,
+             "--model-mb", str(args.model_mb), "--ram-budget-mb", str(args.ram_budget_mb), "--depth", str(args.depth),
+             "--batch", str(args.batch), "--steps", str(args.steps), "--spill-dir", args.spill_dir,
+             "--threads", str(args.threads)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                                   os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run(child, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise RuntimeError(f"the no-fit training process failed with exit code {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+FORMULAS = {
+    "overhead_fit": lambda r: r["resident_steps_per_s"] / r["spilled_steps_per_s_prefetch"],
+    "overhead_fit_no_prefetch": lambda r: r["resident_steps_per_s"] / r["spilled_steps_per_s_no_prefetch"],
+    "steps_per_s_nofit": lambda r: r["steps_per_s_nofit"],
+    "rss_over_budget_mb": lambda r: r["peak_rss_mb"] - r["stated_budget_mb"],
+}
+TARGETS = {"rss_over_budget_mb": ["<=", 0.0]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlsys bench spill", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -164,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steady figures on a shared machine)")
     parser.add_argument("--spill-dir", default="", help="disk tier folder (default: a temporary folder)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_repeat_argument(parser)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -176,36 +211,44 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.model_mb < 4 * args.ram_budget_mb:
         print(f"note: --model-mb {args.model_mb} is less than 4 x --ram-budget-mb {args.ram_budget_mb}", file=sys.stderr)
-    fit = fit_case(args.fit_mb, args.fit_depth, args.batch, args.steps, args.device,
-                   "host" if args.device.startswith("cuda") else "disk")
-    child = [sys.executable, "-m", "mlsys.bench.spill", "--child", "--device", args.device,
-             "--model-mb", str(args.model_mb), "--ram-budget-mb", str(args.ram_budget_mb), "--depth", str(args.depth),
-             "--batch", str(args.batch), "--steps", str(args.steps), "--spill-dir", args.spill_dir,
-             "--threads", str(args.threads)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
-                                                                   os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run(child, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        print(proc.stderr[-3000:], file=sys.stderr)
-        raise RuntimeError(f"the no-fit training process failed with exit code {proc.returncode}")
-    nofit = json.loads(proc.stdout.strip().splitlines()[-1])
+    tier = "host" if args.device.startswith("cuda") else "disk"
+    details: list = []
+
+    def measure() -> dict:
+        fit, nofit = fit_case(args.fit_mb, args.fit_depth, args.batch, args.steps, args.device, tier), _nofit(args)
+        details.append((fit, nofit))
+        keys = ("resident_steps_per_s", "spilled_steps_per_s_prefetch", "spilled_steps_per_s_no_prefetch", "loss_max_rel_diff")
+        return {**{k: fit[k] for k in keys}, "steps_per_s_nofit": nofit["steps_per_s_nofit"],
+                "peak_rss_mb": nofit["peak_rss_mb"], "baseline_rss_mb": nofit["baseline_rss_mb"],
+                "stated_budget_mb": nofit["baseline_rss_mb"] + FIXED_OVERHEAD_MB + args.ram_budget_mb,
+                "within_budget": nofit["within_budget"]}
+
+    runs, loads = repeated(measure, args.repeat)
+    for run, load in zip(runs, loads):
+        run["load_average"] = load
+    fields = report(ratios(runs, FORMULAS), loads, TARGETS)
+    fit, nofit = details[-1]
     result = {
-        "device": args.device, "tier": "host (pinned)" if args.device.startswith("cuda") else "disk",
-        "overhead_fit": round(fit["overhead_fit"], 3), "overhead_fit_no_prefetch": round(fit["overhead_fit_no_prefetch"], 3),
+        "benchmark": "spill", "device": args.device, "tier": "host (pinned)" if tier == "host" else "disk", **fields,
+        **{k: fields["median"][k] for k in ("overhead_fit", "overhead_fit_no_prefetch", "steps_per_s_nofit")},
+        "runs": runs, "losses_match": all(r["loss_max_rel_diff"] <= 1e-4 for r in runs),
+        "within_budget": all(r["within_budget"] for r in runs),
         "resident_steps_per_s": round(fit["resident_steps_per_s"], 3),
         "spilled_steps_per_s_fit": round(fit["spilled_steps_per_s_prefetch"], 3),
-        "shards_fit": fit["shards"], "fit_mb": args.fit_mb,
-        "steps_per_s_nofit": round(nofit["steps_per_s_nofit"], 4), "model_mb": round(nofit["model_mb"], 1),
+        "shards_fit": fit["shards"], "fit_mb": args.fit_mb, "model_mb": round(nofit["model_mb"], 1),
         "store_mb": round(nofit["store_mb"], 1), "shards_nofit": nofit["shards"], "ram_budget_mb": args.ram_budget_mb,
-        "peak_rss_mb": round(nofit["peak_rss_mb"], 1), "baseline_rss_mb": round(nofit["baseline_rss_mb"], 1),
-        "stated_overhead_mb": round(nofit["baseline_rss_mb"] + FIXED_OVERHEAD_MB, 1),
-        "within_budget": nofit["within_budget"], "build_s": round(nofit["build_s"], 2),
-        "load_average": round(os.getloadavg()[0], 2), "threads": args.threads,
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1), "baseline_rss_mb": round(nofit["baseline_rss_mb"], 1),
+        "stated_overhead_mb": round(nofit["baseline_rss_mb"] + FIXED_OVERHEAD_MB, 1), "build_s": round(nofit["build_s"], 2),
+        "threads": {"resident": args.threads, "spilled": args.threads, **thread_counts()},
+        "peer": {"name": "resident training", "model": "the same MLP, whole in memory, one Adam optimizer",
+                 "threads": args.threads},
+        "notes": "peak_rss_mb is the largest of the repetitions; the other single figures are the last repetition's",
     }
     if "max_memory_allocated_mb" in nofit:
         result["max_memory_allocated_mb"] = round(nofit["max_memory_allocated_mb"], 1)
+    print_ratios(fields)
     print(json.dumps(result))
-    return 0
+    return 0 if result["losses_match"] and result["within_budget"] else 1
 
 
 if __name__ == "__main__":
