@@ -56,8 +56,13 @@ class ModelHolder:
                 scorer = champion.load(ref)
             except Exception as exc:  # noqa: BLE001 - the server must keep serving; logged and reported, not swallowed
                 self.reloads["failed"] += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("reload of %s@%s failed; still serving %s", self.name, self.alias, self.label)
+                error = f"{type(exc).__name__}: {exc}"
+                if self.scorer is None and _no_such_alias(exc):  # a fresh registry: no champion yet, not a failure
+                    if error != self.last_error:
+                        log.info("no %s@%s yet (%s); /ready stays 503 until one is promoted", self.name, self.alias, exc)
+                else:
+                    log.exception("reload of %s@%s failed; still serving %s", self.name, self.alias, self.label)
+                self.last_error = error
                 return RefreshResult(self.label, changed=False, error=self.last_error)
             old = self.label
             self.scorer = scorer  # the swap: one reference assignment
@@ -78,3 +83,10 @@ class ModelHolder:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _no_such_alias(exc: Exception) -> bool:
+    """MLflow's answer for a model or alias that does not exist (yet)."""
+    code = getattr(exc, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and "not found" in str(exc).lower() or \
+        code == "RESOURCE_DOES_NOT_EXIST"
