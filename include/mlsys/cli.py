@@ -44,6 +44,8 @@ COMMANDS: dict[str, Command] = index((
     Command("serve", "mlsys.serving.online.commands",
             "serve the champion over HTTP with adaptive batching (FastAPI + uvicorn)"),
     Command("stream-put", "mlsys.streaming.commands", "upload a video file as the next segment of a stream"),
+    Command("explain", "mlsys.streaming.explain",
+            "occlusion heatmap of an image (Krypton's incremental OBE), logged to MLflow", run="main"),
     Command("datasets", "mlsys.storage.commands",
             "list datasets, show NAME@REF (a version, latest, validated or a snapshot), or a dataset's history"),
     Command("bench", "mlsys.bench", "run a benchmark; its last line is one JSON object"),

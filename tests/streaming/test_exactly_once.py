@@ -178,7 +178,7 @@ def test_a_store_written_before_per_segment_storage_reads_on(mlsys_home, segment
     run(StreamSpec(**SMALL))
     mark = watermark.read(store, "camera")
     table = read_predictions(store, "camera")
-    legacy = store.write("video_predictions_camera", table.assign(score=table["score"] + 0),
+    legacy = store.write("video_predictions_camera", table.assign(probability=table["probability"] + 0),
                          extra={"stream": "camera", "last_segment": 1, "frames": 8})  # no "previous": cumulative
     state = "streams/camera/state/000001.pt"
     store.put_bytes(state, store.get_bytes(mark.state))

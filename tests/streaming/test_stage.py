@@ -128,3 +128,33 @@ def test_stream_put_cli_numbers_segments_and_rejects_corrupt_files(mlsys_home, s
     assert cli.main(["stream-put", "--video", str(segment_files["corrupt"])]) == 2
     assert "corrupt" in capsys.readouterr().err
     assert cli.main(["stream-put", "--video", str(segment_files["segments"][0]), "--seq", "2"]) == 2
+
+
+def test_the_default_network_writes_imagenet_classes_and_agreement_figures(mlsys_home, segment_files):
+    import torch
+
+    from mlsys.streaming import networks
+    from mlsys.streaming.incremental.efficientnet import efficientnet_lite0, imagenet_classes
+    from mlsys.streaming.video import read_video
+
+    store = DatasetStore()
+    _put(store, 1, segment_files["segments"][0])
+    result = run(StreamSpec(size=64, error_every=2))  # efficientnet-lite0 (trained) by default
+    assert StreamSpec().model == networks.TRAINED
+    table = read_predictions(store, "camera")
+    names = imagenet_classes()
+    assert table["class_name"].tolist() == [names[i] for i in table["class_id"]]
+    assert [t[0] for t in table["top5_ids"]] == table["class_id"].tolist()
+    assert [p[0] for p in table["top5_probabilities"]] == table["probability"].tolist()
+    assert all(list(p) == sorted(p, reverse=True) and 0 < p[0] <= 1 for p in table["top5_probabilities"])
+    first = read_video(segment_files["segments"][0], (64, 64))[:1]
+    with torch.no_grad():  # the first frame is a full inference: its row is the network's own prediction
+        probs = efficientnet_lite0(image_size=(64, 64))(first).softmax(-1)
+    assert table["class_id"].iloc[0] == int(probs.argmax()) and table["probability"].iloc[0] == pytest.approx(
+        float(probs.max()), abs=1e-5)
+    for key in ("top1_agreement_sampled", "top5_overlap_sampled", "top_prob_abs_diff_sampled", "max_rel_error_sampled",
+                "refreshed_share"):
+        assert 0 <= result.metrics[key] <= 1 or key == "max_rel_error_sampled"
+    assert result.metrics["refreshed_share"] == table["refreshed"].mean()
+    with pytest.raises(SpecError, match=r"StreamSpec.weights='w.pth' is invalid: weights apply to"):
+        StreamSpec(model="vgg16", weights="w.pth")

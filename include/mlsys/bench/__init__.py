@@ -26,15 +26,16 @@ def _bench(name: str, help: str) -> Benchmark:
 BENCHMARKS: dict[str, Benchmark] = index((
     _bench("stats", "column statistics: ours vs the same statistics through GX metrics"),
     _bench("label", "labeling functions: FastLFApplier vs Snorkel's PandasLFApplier"),
+    _bench("label_scale", "labeling functions at scale: ours vs Snorkel's Dask and Spark appliers"),
     _bench("label_quality", "weak-label and end-model accuracy on the held-out group"),
     _bench("pipeline", "GPipe / 1F1B pipeline efficiency and DDP scaling"),
     _bench("spill", "spilled vs resident training; a model larger than RAM on disk"),
     _bench("sharp", "N models with SHARP on W workers vs one after another"),
+    _bench("mop", "model hopper parallelism (Cerebro) vs task parallelism vs DDP per configuration"),
     _bench("batch", "batch scoring: ours vs mlflow.pyfunc predict vs the compute floor"),
     _bench("serve", "online serving: mlsys serve vs mlflow models serve, closed loop"),
     _bench("krypton", "incremental vs full per-frame CNN inference on video"),
-    _bench("label_scale", "labeling functions at scale: ours vs Snorkel's Dask and Spark appliers"),
-    _bench("mop", "model hopper parallelism (Cerebro) vs task parallelism vs DDP per configuration"),
+    _bench("explain", "occlusion heatmaps: incremental (exact, approximate) vs full inference of every copy"),
     _bench("all", "every benchmark above, then docs/benchmarks.md (tables) and docs/images/bench-*.png (plots)"),
 ))
 

@@ -99,7 +99,7 @@ def test_out_mask_is_exactly_the_outputs_scattered_changes_reach(module):
 @pytest.mark.parametrize("packed", [True, False], ids=["onednn", "addmm"])
 @pytest.mark.parametrize("module", WINDOW_LAYERS)
 def test_gathered_rows_give_the_layer_s_outputs_at_any_positions(module, packed, monkeypatch):
-    import mlsys.streaming.incremental.propagation as propagation
+    from mlsys.streaming.incremental import propagation
 
     if not packed:  # as on a GPU, or a CPU build without oneDNN
         monkeypatch.setattr(propagation, "_packs_weights", lambda w: False)
@@ -126,3 +126,52 @@ def test_tau_keeps_a_mask_s_core_past_its_share_of_the_map():
     assert torch.equal(rule.out_mask(mask, (64, 64), tau=0.001), mask)  # cut to the core: no growth
     pool = _rule(nn.MaxPool2d(2))  # windows that do not overlap have no halo: a change always reaches its output
     assert int(pool.out_mask(mask, (32, 32), tau=0.001).sum()) == 4
+
+
+class _Padded(nn.Module):
+    """TF "same" padding written three ways, a depthwise conv, ReLU6 and an input scaling in forward."""
+
+    def __init__(self, pad, value=0.0, how="module"):
+        super().__init__()
+        self.pad = nn.ZeroPad2d(pad) if how == "module" and value == 0 else nn.ConstantPad2d(pad, value)
+        self.how, self.args = how, (pad, value)
+        self.conv = nn.Conv2d(4, 4, 3, stride=2, groups=4)
+
+    def forward(self, x):
+        x = (x * 2 - 1) / 3
+        x = self.pad(x) if self.how == "module" else nn.functional.pad(x, self.args[0], value=self.args[1])
+        return nn.functional.relu6(self.conv(x))
+
+
+@pytest.mark.parametrize("pad,value,how", [((0, 1, 0, 1), 0.0, "module"), ((1, 2, 1, 2), 0.0, "function"),
+                                           ((0, 1, 1, 0), 0.25, "module"), ((2, 0, 0, 1), -0.5, "function")])
+def test_a_constant_pad_folds_into_the_conv_it_feeds_and_propagates_exactly(pad, value, how):
+    from mlsys.streaming.incremental.graph import plan_graph
+    from mlsys.streaming.incremental.propagation import PadConv2d
+
+    module = _Padded(pad, value, how).eval()
+    graph = plan_graph(module, (4, 16, 18))
+    (conv,) = [s for s in graph.steps if s.node.op == "call_module"]  # the pad node is gone
+    assert isinstance(graph.gm.get_submodule(conv.node.target), PadConv2d)
+    rule = conv.rule
+    assert rule.padding == (pad[2], pad[0]) and rule.pad_value == value and rule.taps is not None
+    scale = [s for s in graph.steps if s.node.op == "call_function"][:2]
+    assert all(isinstance(s.rule, PointwiseRule) for s in scale)  # x * 2, then - 1: pointwise with a number
+    torch.manual_seed(3)
+    x = torch.rand(1, 4, 16, 18)
+    with torch.no_grad():
+        inner = module.conv(nn.functional.pad((x * 2 - 1) / 3, pad, value=value))
+        changed_in = torch.rand(16, 18) < 0.05
+        y = x + changed_in * (torch.rand(1, 4, 16, 18) + 0.5)
+        reached = (module.conv(nn.functional.pad((y * 2 - 1) / 3, pad, value=value)) - inner).abs().amax((0, 1)) > 0
+    mask = rule.out_mask(changed_in, tuple(inner.shape[2:]))
+    assert not bool((reached & ~mask).any()) and int(mask.sum()) <= int(reached.sum()) + 4 * changed_in.sum()
+    rows = ((x * 2 - 1) / 3)[0].permute(1, 2, 0).reshape(16 * 18, 4)
+    ho, wo = inner.shape[2:]
+    pos = torch.arange(ho * wo)
+    index = rule.gather_index(pos, wo, (16, 18))
+    pad_mask = index == 16 * 18
+    windows = rows[index.masked_fill(pad_mask, 0)].masked_fill(pad_mask[..., None], value)
+    want = inner[0].permute(1, 2, 0).reshape(ho * wo, 4)
+    torch.testing.assert_close(rule.rows(windows), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rule.taps(rows, index.masked_fill(pad_mask, 0), pad_mask), want, rtol=1e-5, atol=1e-5)

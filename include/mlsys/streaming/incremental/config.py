@@ -6,6 +6,7 @@ The presets each mode starts from are in ``presets``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from mlsys.spec import require
@@ -67,3 +68,19 @@ class EngineConfig:
     @property
     def effective_tau(self) -> float:
         return self.tau if self.mode == "approx" else 1.0
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Run with ``n`` intra-op threads. Patch ops are small: waking a thread pool for each costs more than
+    it saves, and on a loaded machine a pool's barrier waits for a descheduled thread (100x slower)."""
+    import torch  # here: a spec that reads the modes (a DAG file) imports this module without torch
+
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)

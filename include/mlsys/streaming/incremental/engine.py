@@ -10,21 +10,16 @@ Per position (``regions="pixels"``, the default)::
         every recomputed row is written into its layer's view at once: the frame becomes the base
 
 Scattered changes cost what they touch: a kernel call per layer, not per box,
-so the FLOPs spent are the FLOPs the changed pixels need.
+so the FLOPs spent are the FLOPs the changed pixels need. A frame with no
+changed pixel costs nothing: the last output stands.
 
-With boxes (``regions="boxes"``, Krypton's patches; needed for multi-frame batches)::
+With boxes (``regions="boxes"``, Krypton's patches; needed for multi-frame
+batches and occlusion), see ``boxes.py``. With ``batch_frames=1`` every frame
+is diffed against the frame before it, which gives the smallest regions.
 
-    frame t ──detect vs base input──► boxes ──► per layer (graph order):
-        window layer   boxes ─out_box─► merged out boxes ─in_window─► read base+patches ─op─► patches
-        pointwise      same boxes, op on the patches
-        residual add   union of both inputs' boxes
-        global / head  whole map (base + patches) ─► recomputed in full
-    then the last frame of the micro-batch is committed: its patches are written into the base views.
-
-Frames of one micro-batch (``batch_frames``) are all diffed against the same
-base, so their patches of equal size run through each layer in one call
-(Krypton's multi-query batching). With ``batch_frames=1`` every frame is
-diffed against the frame before it, which gives the smallest regions.
+Full inference (a base frame, ``full``) runs the fused graph channels-last:
+oneDNN's fastest layout here, and each layer's output is then already the
+(H*W, C) row buffer its view needs (no copy on a refresh).
 
 Exact mode: each output equals full inference on the frame the engine saw
 (the base input with the detected pixels or boxes replaced by the new frame's).
@@ -36,23 +31,23 @@ inference, never assumed.
 
 from __future__ import annotations
 
-import contextlib
 import operator
 import time
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import fx, nn
 
-from mlsys.streaming.incremental.config import EngineConfig
-from mlsys.streaming.incremental.graph import plan_graph
+from mlsys.streaming.incremental.boxes import commit, plan_boxes, propagate_boxes
+from mlsys.streaming.incremental.config import EngineConfig, threads
+from mlsys.streaming.incremental.graph import Step, plan_graph
 from mlsys.streaming.incremental.propagation import PointwiseRule, WindowRule
-from mlsys.streaming.incremental.region import Box, detect_changes, detect_pixels, merge_boxes
-from mlsys.streaming.incremental.views import Delta, Views
+from mlsys.streaming.incremental.region import Box, detect_changes, detect_pixels
+from mlsys.streaming.incremental.views import Views
 
 GATHER_TABLE_MAX = 1 << 22  # entries (32 MB) of a layer's gather table; larger maps compute their rows per frame
+TAPS_MIN = 1 << 16  # N x C from which a depthwise conv runs tap by tap (below: one gather, smaller fixed cost)
 
 
 class FrameSizeError(ValueError):
@@ -72,20 +67,6 @@ class FrameStat:
     min_flops: float = 0.0  # FLOPs the detected regions need, before boxes merge to save kernel calls
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    """Run with ``n`` intra-op threads. Patch ops are small: waking a thread pool for each costs more than
-    it saves, and on a loaded machine a pool's barrier waits for a descheduled thread (100x slower)."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != before:
-            torch.set_num_threads(before)
-
-
 class IncrementalEngine:
     """Streams frames (3, H, W) through ``model`` incrementally; see the module doc."""
 
@@ -94,19 +75,23 @@ class IncrementalEngine:
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.model = model.eval()
         graph = plan_graph(self.model, self.frame_shape, self.config.on_unsupported)
-        self.gm, self.steps, self.fallbacks = graph.gm, graph.steps, graph.fallbacks
+        self.gm, self.steps, self.fallbacks, self.viewer = graph.gm, graph.steps, graph.fallbacks, graph.viewer
         self.input_name, self.output_name = graph.input_name, graph.output_name
         self.step_of = {s.node.name: s for s in self.steps}
         if self.config.regions == "pixels":
             for step in self.steps:
-                if not (step.spatial and isinstance(step.rule, WindowRule)):
+                if not (step.spatial and isinstance(step.rule, WindowRule)) or step.rule.identity:
                     continue
                 (ho, wo), (kh, kw) = step.out_hw, step.rule.kernel
                 if ho * wo * kh * kw <= GATHER_TABLE_MAX:
-                    step.gather = step.rule.gather_index(torch.arange(ho * wo), wo, self.step_of[step.inputs[0]].out_hw)
+                    in_hw = self.step_of[step.inputs[0]].out_hw
+                    index = step.rule.gather_index(torch.arange(ho * wo), wo, in_hw)
+                    pad = index == in_hw[0] * in_hw[1]  # windows that read padding
+                    step.gather, step.pad = index.masked_fill(pad, 0), pad if bool(pad.any()) else None
         self.full_flops = sum(s.full_flops for s in self.steps)
         self.head_flops = sum(s.full_flops for s in self.steps if not s.spatial)
         self.views: Views | None = None
+        self.last_output: torch.Tensor | None = None  # of the last frame: a frame with no change gets it again
         self.since_refresh = 0
         self.threads = torch.get_num_threads()  # for full inference and large patches; small ones use one
 
@@ -132,91 +117,80 @@ class IncrementalEngine:
             args = (args[0].clone(), *args[1:])
         return getattr(args[0], node.target)(*args[1:], **kwargs)
 
+    def threads_for(self, flops: float) -> int:
+        """Threads for an op of ``flops`` (``parallel_flops``: small ops run on one)."""
+        return self.threads if flops >= self.config.parallel_flops else 1
+
     def _check(self, frame: torch.Tensor) -> None:
         if tuple(frame.shape) != self.frame_shape:
-            c, h, w = self.frame_shape
+            _, h, w = self.frame_shape
             raise FrameSizeError(
                 f"frame of shape {tuple(frame.shape)} does not fit this engine, built for {self.frame_shape} "
                 f"(channels, height, width): resize frames to {w}x{h} (width x height) before streaming them")
 
     @torch.no_grad()
-    def full(self, frame: torch.Tensor) -> torch.Tensor:
-        """Full inference on one frame (3, H, W) -> the model's output for it, (1, ...)."""
-        return self.model(frame[None])
+    def full(self, frames: torch.Tensor) -> torch.Tensor:
+        """Full inference on a frame (3, H, W) or a batch (N, 3, H, W) -> (N, ...), through the same fused,
+        channels-last graph the engine runs: the baseline it is measured against."""
+        batch = frames[None] if frames.dim() == 3 else frames
+        with threads(self.threads):
+            return self.gm(batch.contiguous(memory_format=torch.channels_last))
 
     @torch.no_grad()
     def materialise(self, frame: torch.Tensor) -> torch.Tensor:
         """Full inference on ``frame``, kept as the new base views; returns the output (1, ...)."""
         self._check(frame)
-        with _threads(self.threads):
+        with threads(self.threads):
             return self._materialise(frame)
 
     def _materialise(self, frame: torch.Tensor) -> torch.Tensor:
-        env: dict[str, Any] = {}
+        x = frame[None].clone(memory_format=torch.channels_last)  # a copy: the caller's frame is never written
+        viewed = [s.node.name for s in self.steps if s.needs_view]
+        if self.viewer is not None:
+            out, *maps = self.viewer(x)
+            values = dict(zip(viewed, maps))
+            values[self.input_name] = x
+        else:
+            values = {}
+            for step in self.steps:
+                name = step.node.name
+                values[name] = x if step.node.op == "placeholder" else self._call(step.node, values)
+            out = values[self.output_name]
         kept: dict[str, torch.Tensor] = {}
         seen: set[int] = set()
-        for step in self.steps:
-            name = step.node.name
-            env[name] = frame[None].clone() if step.node.op == "placeholder" else self._call(step.node, env)
-            if step.needs_view:
-                value = env[name]
-                if value.data_ptr() in seen:  # an identity layer: its view must not alias another
-                    value = value.clone()
-                seen.add(value.data_ptr())
-                kept[name] = value
+        for name in viewed:
+            value = values[name]
+            if value.data_ptr() in seen:  # an identity layer: its view must not alias another
+                value = value.clone()
+            seen.add(value.data_ptr())
+            kept[name] = value
         if self.config.regions == "pixels":
             self.views = Views.by_rows(kept, {s.node.name for s in self.steps if s.spatial and s.needs_view})
         else:
             self.views = Views(kept)
         self.since_refresh = 0
-        return env[self.output_name]
+        self.last_output = out
+        return out.clone()
 
-    def plan(self, boxes: list[Box], call_cost: bool = True) -> tuple[dict[str, list[Box]], float]:
-        """The boxes every spatial layer recomputes for a frame whose input changed in ``boxes``, and the FLOPs.
-
-        Box arithmetic only: the engine uses it to decide, before any tensor
-        work, whether full inference is cheaper. ``call_cost=False`` plans
-        without merging boxes to save kernel calls: the FLOPs the regions need.
-        """
-        cfg, tau = self.config, self.config.effective_tau
-        if not call_cost:
-            cfg = replace(cfg, call_flops=0.0, flops_per_weight_byte=0.0)
-        regions: dict[str, list[Box]] = {}
-        flops = self.head_flops
-        for step in self.steps:
-            if not step.spatial:
-                continue
-            name, rule = step.node.name, step.rule
-            if step.node.op == "placeholder":
-                out = list(boxes)
-            elif isinstance(rule, PointwiseRule):
-                out = regions[step.inputs[0]]
-            elif isinstance(rule, WindowRule):
-                mapped = (rule.out_box(b, step.out_hw, tau) for b in regions[step.inputs[0]])
-                free = (cfg.call_flops + cfg.flops_per_weight_byte * rule.weight_bytes) / rule.cost
-                out = merge_boxes([o for o in mapped if o is not None], cfg.merge_slack, cfg.max_boxes, free)
-            else:
-                out = merge_boxes([b for src in step.inputs for b in regions[src]], cfg.merge_slack, cfg.max_boxes,
-                                  cfg.call_flops / rule.cost)
-            regions[name] = out
-            if rule is not None:
-                flops += rule.cost * sum(b.area for b in out)
-        return regions, flops
-
-    def plan_pixels(self, changed: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
+    def plan_pixels(self, changed: torch.Tensor, budget: float = float("inf")
+                    ) -> tuple[dict[str, torch.Tensor], float, float]:
         """The positions every spatial layer recomputes for a frame whose input changed in ``changed`` (H, W),
-        as flat indices into its map, and the FLOPs. Mask arithmetic only: run before any tensor work, to
-        decide whether full inference is cheaper."""
+        as flat indices into its map; their FLOPs; and their cost, FLOPs weighted by what a recomputed position
+        costs against full inference (``WindowRule.weight``). Mask arithmetic only: run before any tensor work,
+        to decide whether full inference is cheaper; it stops once the cost passes ``budget``. Nothing changed:
+        no positions, no FLOPs (the last output stands)."""
+        if not bool(changed.any()):
+            return {}, 0.0, 0.0
         tau = self.config.effective_tau
         masks: dict[str, torch.Tensor] = {}
         positions: dict[str, torch.Tensor] = {}
-        flops = self.head_flops
+        flops = cost = self.head_flops
         for step in self.steps:
             if not step.spatial:
                 continue
             name, rule, src = step.node.name, step.rule, step.inputs[:1] and step.inputs[0]
-            if isinstance(rule, PointwiseRule):  # same positions as its input
-                masks[name], positions[name] = masks[src], positions[src]
+            if isinstance(rule, PointwiseRule) or (isinstance(rule, WindowRule) and rule.identity):
+                masks[name], positions[name] = masks[src], positions[src]  # the same positions as its input
             else:
                 if step.node.op == "placeholder":
                     mask = changed
@@ -226,8 +200,32 @@ class IncrementalEngine:
                     mask = masks[src] | masks[step.inputs[1]]
                 masks[name], positions[name] = mask, mask.flatten().nonzero().squeeze(1)
             if rule is not None:
-                flops += rule.cost * len(positions[name])
-        return positions, flops
+                step_flops = rule.cost * len(positions[name])
+                flops, cost = flops + step_flops, cost + step_flops * getattr(rule, "weight", 1.0)
+                if cost > budget:
+                    return {}, flops, cost
+        return positions, flops, cost
+
+    def _index(self, step: Step, pos: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The input rows (N, kh*kw) the output positions ``pos`` of a window layer read, and which are padding."""
+        if step.gather is not None:
+            return step.gather.index_select(0, pos), (step.pad.index_select(0, pos) if step.pad is not None else None)
+        index = step.rule.gather_index(pos, step.out_hw[1], self.step_of[step.inputs[0]].out_hw)
+        pad = index == n_rows
+        return index.masked_fill(pad, 0), pad
+
+    def _window_rows(self, step: Step, pos: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        """A window layer's new rows (N, C_out) at ``pos``, read from its input view's rows ``src``."""
+        rule = step.rule
+        if rule.identity:  # 1x1, stride 1: the window is the position itself
+            return rule.rows(src.index_select(0, pos)[:, None])
+        index, pad = self._index(step, pos, len(src))
+        if rule.taps is not None and len(pos) * src.shape[1] >= TAPS_MIN:
+            return rule.taps(src, index, pad)
+        windows = src.index_select(0, index.flatten()).view(*index.shape, src.shape[1])  # (N, kh*kw, C)
+        if pad is not None and len(border := pad.any(1).nonzero().squeeze(1)):  # only the windows at the border
+            windows[border] = windows[border].masked_fill_(pad[border][..., None], rule.pad_value)
+        return rule.rows(windows)
 
     @torch.no_grad()
     def _propagate_pixels(self, frame: torch.Tensor, positions: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -255,74 +253,15 @@ class IncrementalEngine:
                 else:
                     vals = rule.apply(values[src][:, :, None, None])[:, :, 0, 0]
             elif isinstance(rule, WindowRule):
-                src = rows[step.inputs[0]]
-                if step.gather is not None:
-                    index = step.gather.index_select(0, pos)  # (N, kh*kw)
-                else:
-                    index = rule.gather_index(pos, step.out_hw[1], self.step_of[step.inputs[0]].out_hw)
-                windows = src.index_select(0, index.flatten()).view(*index.shape, src.shape[1])
-                if rule.pad_value != 0.0 and any(rule.padding):
-                    windows.masked_fill_((index == len(src) - 1)[..., None], rule.pad_value)
-                vals = rule.rows(windows)
+                vals = self._window_rows(step, pos, rows[step.inputs[0]])
             else:
                 vals = rows[step.inputs[0]][pos] + rows[step.inputs[1]][pos]
             values[name] = vals
             if step.needs_view:
                 rows[name].index_copy_(0, pos, vals)
         out = self.output_name
-        return views.tensors[out].clone() if self.step_of[out].spatial else full_env[out]
-
-    @torch.no_grad()
-    def _propagate(self, frames: list[torch.Tensor], plans: list[dict[str, list[Box]]]) -> tuple[torch.Tensor, dict[str, Delta]]:
-        """Run one micro-batch of frames, with their plans, against the base views: outputs (F, ...), deltas."""
-        assert self.views is not None
-        views, frame_ids = self.views, list(range(len(frames)))
-        deltas: dict[str, Delta] = {}
-        full_env: dict[str, Any] = {}
-        for step in self.steps:
-            name, rule = step.node.name, step.rule
-            if not step.spatial:
-                env = {src: views.materialise(src, deltas.get(src), frame_ids) if src in deltas else full_env[src]
-                       for src in step.inputs}
-                with _threads(self.threads):
-                    full_env[name] = self._call(step.node, env)
-                continue
-            delta = Delta()
-            if isinstance(rule, PointwiseRule):
-                for entries, values in deltas[step.inputs[0]].groups:
-                    with _threads(self._threads_for(rule.cost * values[0, 0].numel() * len(entries))):
-                        delta.add(entries, rule.apply(values))
-                deltas[name] = delta
-                continue
-            grouped: dict[tuple[int, int], list[tuple[int, Box]]] = defaultdict(list)
-            for f in frame_ids:
-                for b in plans[f][name]:
-                    grouped[(b.h, b.w)].append((f, b))
-            for items in grouped.values():
-                if step.node.op == "placeholder":
-                    values = torch.stack([frames[f][:, b.y0:b.y1, b.x0:b.x1] for f, b in items])
-                elif isinstance(rule, WindowRule):
-                    src = step.inputs[0]
-                    x = views.read_windows(src, deltas[src], [(f, rule.in_window(b)) for f, b in items], rule.pad_value)
-                    with _threads(self._threads_for(rule.cost * items[0][1].area * len(items))):
-                        values = rule.apply(x)
-                else:
-                    a, b = (views.read_windows(s, deltas[s], items) for s in step.inputs)
-                    values = a + b
-                delta.add(items, values)
-            deltas[name] = delta
-        out = self.output_name
-        outputs = views.materialise(out, deltas.get(out), frame_ids) if out in deltas else full_env[out]
-        return outputs, deltas
-
-    def _threads_for(self, flops: float) -> int:
-        return self.threads if flops >= self.config.parallel_flops else 1
-
-    def _commit(self, deltas: dict[str, Delta], frame: int) -> None:
-        assert self.views is not None
-        for step in self.steps:
-            if step.spatial and step.needs_view and step.node.name in deltas:
-                self.views.commit(step.node.name, deltas[step.node.name], frame)
+        self.last_output = views.tensors[out] if self.step_of[out].spatial else full_env[out]
+        return self.last_output.clone()
 
     @torch.no_grad()
     def process(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[FrameStat]]:
@@ -334,7 +273,7 @@ class IncrementalEngine:
         cost more than ``max_cost`` of full inference, or (approx) every
         ``refresh_every`` frames.
         """
-        with _threads(1):
+        with threads(1):
             return self._process(frames)
 
     def _process(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[FrameStat]]:
@@ -348,8 +287,8 @@ class IncrementalEngine:
             if not pending:
                 return
             t0 = time.perf_counter()
-            out, deltas = self._propagate([frames[i] for i, _, _ in pending], [p for _, p, _ in pending])
-            self._commit(deltas, len(pending) - 1)
+            out, deltas = propagate_boxes(self, [frames[i] for i, _, _ in pending], [p for _, p, _ in pending])
+            commit(self, deltas, len(pending) - 1)
             per = (time.perf_counter() - t0) / len(pending)
             for k, (i, _, stat) in enumerate(pending):
                 outputs[i] = out[k:k + 1]
@@ -363,19 +302,23 @@ class IncrementalEngine:
                 base = self.views.tensors[self.input_name][0]
                 if cfg.regions == "pixels":
                     mask, share = detect_pixels(frame, base, cfg.threshold, cfg.tile, cfg.min_pixels)
-                    positions, flops = self.plan_pixels(mask)
+                    positions, flops, cost = self.plan_pixels(mask, cfg.max_cost * self.full_flops)
                     stat = FrameStat(False, share, float(mask.float().mean()), 0, flops, 0.0, flops)
                 else:
                     boxes, share = detect_changes(frame, base, cfg.threshold, cfg.tile, cfg.min_pixels)
-                    regions, flops = self.plan(boxes)
-                    needed = self.plan(boxes, call_cost=False)[1] if cfg.call_flops or cfg.flops_per_weight_byte else flops
+                    regions, flops = plan_boxes(self, boxes)
+                    cost = flops
+                    needed = plan_boxes(self, boxes, False)[1] if cfg.call_flops or cfg.flops_per_weight_byte else flops
                     stat = FrameStat(False, share, sum(b.area for b in boxes) / area, len(boxes), flops, 0.0, needed)
                 due = cfg.mode == "approx" and cfg.refresh_every and self.since_refresh + 1 >= cfg.refresh_every
-                if not (due or stat.box_share > cfg.refresh_share or flops > cfg.max_cost * self.full_flops):
+                if not (due or stat.box_share > cfg.refresh_share or cost > cfg.max_cost * self.full_flops):
                     self.since_refresh += 1
                     if cfg.regions == "pixels":
-                        with _threads(self.threads):
-                            outputs[i] = self._propagate_pixels(frame, positions)
+                        if not flops:  # no pixel changed: nothing to recompute
+                            outputs[i] = self.last_output.clone()
+                        else:
+                            with threads(self.threads):
+                                outputs[i] = self._propagate_pixels(frame, positions)
                         stats[i] = replace(stat, latency_s=time.perf_counter() - t0)
                         continue
                     pending.append((i, regions, replace(stat, latency_s=time.perf_counter() - t0)))

@@ -1,12 +1,15 @@
 """Propagation rules: which output region an input patch reaches, per layer type.
 
-    window     conv, max/avg pool    out box = every output whose window touches the patch;
+    window     conv (grouped, depthwise; a zero/constant pad before it folded in: TF "same"), max/avg pool
+                                     out box = every output whose window touches the patch;
                                      computed from the input window around it (halo included)
-    pointwise  batch norm (eval), ReLU-type activations, dropout (eval)     out box = in box
+    pointwise  batch norm (eval), ReLU-type activations, dropout (eval), arithmetic with a number
+                                     out box = in box
     add        residual addition     out region = union of both inputs' regions
     full       global pooling, flatten, linear      recomputed in full (cheap, not spatial)
 
-Along one axis, with kernel k, stride s, padding p, dilation d and an input
+Along one axis, with kernel k, stride s, padding p (before the map; the padding after it only sizes the
+output, so asymmetric "same" padding needs nothing else), dilation d and an input
 patch [a, b), output o reads inputs [o*s - p, o*s - p + (k-1)*d], so::
 
     affected outputs  lo = ceil((a + p - (k-1)d) / s)    hi = floor((b - 1 + p) / s) + 1
@@ -30,14 +33,21 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from mlsys.streaming.incremental.region import Box
+
+# Time per FLOP of a layer's rows recomputed at 5% of its positions, against full inference of the layer
+# (2-core x86 host, one thread; EfficientNet-Lite0 and VGG-16 at 224x224): dense kxk GEMMs run near full speed,
+# 1x1 GEMMs on few rows and pools lose ~2x, depthwise gathers ~16x (full inference's kernel streams the map once)
+ROW_WEIGHTS = {"dense": 1.0, "1x1": 2.0, "pool": 2.0, "depthwise": 16.0}
+SMALL_GEMM = 1 << 20  # multiply-adds below which a GEMM skips oneDNN's packed linear (its fixed cost dominates)
 
 
 class UnsupportedLayerError(ValueError):
@@ -79,7 +89,16 @@ class WindowRule:
     cost: float  # FLOPs per output position (all channels)
     weight_bytes: int = 0  # read in full by every call, however small its patch
     rows: Callable[[torch.Tensor], torch.Tensor] | None = None  # (N, kh*kw, Cin) gathered windows -> (N, Cout)
+    # depthwise: (view rows (H*W, C), input rows (N, kh*kw), padding (N, kh*kw) or None) -> (N, C), tap by tap
+    taps: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    # what a position recomputed per position costs per FLOP against full inference (the refresh decision)
+    weight: float = 1.0
     kind: str = "window"
+
+    @property
+    def identity(self) -> bool:
+        """A 1x1 window, stride 1, no padding: output position p reads input position p alone."""
+        return self.kernel == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
 
     def out_box(self, box: Box, out_hw: tuple[int, int], tau: float = 1.0) -> Box | None:
         ys = _axis(box.y0, box.y1, out_hw[0], self.kernel[0], self.stride[0], self.padding[0], self.dilation[0], tau)
@@ -103,17 +122,25 @@ class WindowRule:
         """
         (ky, kx), (sy, sx), (py, px), (dy, dx) = self.kernel, self.stride, self.padding, self.dilation
         ho, wo = out_hw
-        padded = F.pad(mask, (px, px, py, py)) if py or px else mask
+        # after the map: as much as the last window reads (asymmetric "same" padding pads less before than after)
+        ay, ax = (max(0, (n - 1) * st + (k - 1) * d + 1 - size - p)
+                  for n, st, k, d, size, p in ((ho, sy, ky, dy, mask.shape[0], py), (wo, sx, kx, dx, mask.shape[1], px)))
+        padded = F.pad(mask, (px, ax, py, ay)) if py or px or ay or ax else mask
+        cut = tau < 1.0 and (ky > sy or kx > sx)  # windows overlap: a halo that tau may cut
+        if cut:
+            cy, cx = (ky - 1) * dy // 2, (kx - 1) * dx // 2
+            core = padded[cy:cy + (ho - 1) * sy + 1:sy, cx:cx + (wo - 1) * sx + 1:sx]
+            if int(core.sum()) > tau * core.numel():  # the reach holds the core: it is past tau too
+                return core
         rows = padded[0:(ho - 1) * sy + 1:sy]
         for i in range(1, ky):
             rows = rows | padded[i * dy:i * dy + (ho - 1) * sy + 1:sy]
         reach = rows[:, 0:(wo - 1) * sx + 1:sx]
         for j in range(1, kx):
             reach = reach | rows[:, j * dx:j * dx + (wo - 1) * sx + 1:sx]
-        if tau >= 1.0 or (ky <= sy and kx <= sx) or int(reach.sum()) <= tau * reach.numel():
+        if not cut or int(reach.sum()) <= tau * reach.numel():
             return reach  # windows that do not overlap have no halo to cut
-        cy, cx = (ky - 1) * dy // 2, (kx - 1) * dx // 2
-        return padded[cy:cy + (ho - 1) * sy + 1:sy, cx:cx + (wo - 1) * sx + 1:sx]
+        return core
 
     def gather_index(self, positions: torch.Tensor, out_w: int, in_hw: tuple[int, int]) -> torch.Tensor:
         """Rows of the input view (H*W + 1 rows, the last one padding) each output position reads: (N, kh*kw)."""
@@ -163,6 +190,9 @@ _GLOBAL_FUNCTIONS = {torch.flatten, F.adaptive_avg_pool2d, F.adaptive_max_pool2d
                      torch.softmax, F.log_softmax}
 _GLOBAL_METHODS = {"flatten", "view", "reshape", "mean", "size", "softmax", "squeeze"}
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+# with a number: x * 255, x - 127, (...) / 128 (an input scaling written in forward)
+_SCALAR_FUNCTIONS = {operator.add, operator.iadd, torch.add, operator.sub, torch.sub, operator.mul, torch.mul,
+                     operator.truediv, torch.div}
 
 
 def describe(node: fx.Node, gm: fx.GraphModule) -> str:
@@ -174,10 +204,24 @@ def describe(node: fx.Node, gm: fx.GraphModule) -> str:
     return f"method .{node.target}() (node {node.name!r})"
 
 
-def _conv_rule(m: nn.Conv2d) -> WindowRule | str:
+class PadConv2d(nn.Module):
+    """A constant pad followed by a conv (TF's asymmetric "same" padding): ``plan_graph`` folds a
+    ``nn.ZeroPad2d``/``ConstantPad2d``/``F.pad`` into the conv it feeds, so the pad costs no map of its own."""
+
+    def __init__(self, conv: nn.Conv2d, pad: tuple[int, int, int, int], value: float = 0.0):
+        super().__init__()
+        self.conv, self.pad, self.value = conv, tuple(int(p) for p in pad), float(value)  # pad: left, right, top, bottom
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, self.pad, value=self.value))
+
+
+def _conv_rule(m: nn.Conv2d, extra: tuple[int, int, int, int] = (0, 0, 0, 0), value: float = 0.0) -> WindowRule | str:
     if m.padding_mode != "zeros":
         return f"padding_mode={m.padding_mode!r} (only 'zeros' is supported)"
     k, s, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
+    if value != 0.0 and m.padding not in ("valid", 0, (0, 0)):
+        return "a constant pad of a non-zero value before a conv that pads with zeros"
     if isinstance(m.padding, str):
         if m.padding == "valid":
             p = (0, 0)
@@ -187,10 +231,15 @@ def _conv_rule(m: nn.Conv2d) -> WindowRule | str:
             return "padding='same' with an even kernel (asymmetric padding)"
     else:
         p = _pair(m.padding)
+    p = (p[0] + extra[2], p[1] + extra[0])  # before the map (top, left); what pads after needs no rule
     w, b, g = m.weight, m.bias, m.groups
     cost = 2.0 * m.out_channels * (m.in_channels // g) * k[0] * k[1]
     nbytes = w.numel() * w.element_size() + (b.numel() * b.element_size() if b is not None else 0)
-    return WindowRule(k, s, p, d, 0.0, lambda t: F.conv2d(t, w, b, s, 0, d, g), cost, nbytes, _conv_rows(m))
+    depthwise = g == m.out_channels == m.in_channels
+    taps = _depthwise_taps(m, value) if depthwise else None
+    weight = ROW_WEIGHTS["depthwise" if depthwise else "1x1" if k == (1, 1) else "dense"]
+    return WindowRule(k, s, p, d, value, lambda t: F.conv2d(t, w, b, s, 0, d, g), cost, nbytes, _conv_rows(m), taps,
+                      weight)
 
 
 def _packs_weights(w: torch.Tensor) -> bool:
@@ -207,14 +256,24 @@ def _conv_rows(m: nn.Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
     bias = m.bias.detach() if m.bias is not None else None
     if g == 1:
         wm = w.permute(2, 3, 1, 0).reshape(-1, cout).contiguous()  # (kh*kw*Cin, Cout)
+        wt = wm.t().contiguous()  # (Cout, kh*kw*Cin)
         if _packs_weights(wm):
             # oneDNN's linear with the weight reordered once into its blocked layout: 1.2-1.6x the GFLOP/s of
-            # addmm at the row counts a frame's changes give (~150 rows of a 14x14 map), the same results
-            packed = torch.ops.mkldnn._reorder_linear_weight(wm.t().contiguous(), 256)
-            return lambda x: torch.ops.mkldnn._linear_pointwise(x.reshape(len(x), -1), packed, bias, "none", [], "")
-        if bias is None:
-            return lambda x: x.reshape(len(x), -1) @ wm
-        return lambda x: torch.addmm(bias, x.reshape(len(x), -1), wm)
+            # addmm at the row counts a frame's changes give (~150 rows of a 14x14 map), the same results; but
+            # ~40 us a call however small: below SMALL_GEMM multiply-adds plain linear wins (3 us for 24x16x96)
+            packed = torch.ops.mkldnn._reorder_linear_weight(wt, 256)
+            small = SMALL_GEMM // wm.numel()
+
+            def packed_rows(x: torch.Tensor) -> torch.Tensor:
+                x = x.reshape(len(x), -1)
+                if len(x) < small:
+                    return F.linear(x, wt, bias)
+                return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+            return packed_rows
+        return lambda x: F.linear(x.reshape(len(x), -1), wt, bias)
+    if g == cout == m.in_channels:  # depthwise: each channel its own kxk filter, a weighted sum over the window
+        wd = w.reshape(cout, kk).t().contiguous()  # (kh*kw, C)
+        return (lambda x: (x * wd).sum(1)) if bias is None else (lambda x: (x * wd).sum(1) + bias)
     wg = w.reshape(g, cout // g, -1, kk).permute(0, 3, 2, 1).reshape(g, -1, cout // g).contiguous()  # (g, kk*cin/g, cout/g)
 
     def grouped(x: torch.Tensor) -> torch.Tensor:
@@ -223,6 +282,24 @@ def _conv_rows(m: nn.Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
         out = torch.bmm(xg, wg).permute(1, 0, 2).reshape(n, cout)
         return out + bias if bias is not None else out
     return grouped
+
+
+def _depthwise_taps(m: nn.Conv2d, pad_value: float) -> Callable[..., torch.Tensor]:
+    """A depthwise conv at N positions, one multiply-add of (N, C) rows per kernel tap. Gathering all windows
+    first, (N, kh*kw, C), streams kh*kw times the map through memory: 10x slower once it leaves the cache."""
+    kk = m.kernel_size[0] * m.kernel_size[1]
+    wd = m.weight.detach().reshape(m.out_channels, kk).t().contiguous()  # (kh*kw, C)
+    bias = m.bias.detach() if m.bias is not None else None
+
+    def taps(src: torch.Tensor, index: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        acc = torch.zeros(len(index), src.shape[1]) if bias is None else bias.expand(len(index), -1).clone()
+        for k, rows in enumerate(index.t()):
+            x = src.index_select(0, rows)
+            if pad is not None and bool(pad[:, k].any()):
+                x.masked_fill_(pad[:, k, None], pad_value)
+            acc.addcmul_(x, wd[k])
+        return acc
+    return taps
 
 
 def _pool_rule(m: nn.Module, channels: int) -> WindowRule | str:
@@ -237,12 +314,12 @@ def _pool_rule(m: nn.Module, channels: int) -> WindowRule | str:
             return "return_indices=True"
         d = _pair(m.dilation)
         return WindowRule(k, s, p, d, float("-inf"), lambda t: F.max_pool2d(t, k, s, 0, d), cost,
-                          rows=lambda x: x.amax(1))
+                          rows=lambda x: x.amax(1), weight=ROW_WEIGHTS["pool"])
     if not m.count_include_pad and p != (0, 0):
         return "count_include_pad=False with padding"
     div = m.divisor_override
     return WindowRule(k, s, p, (1, 1), 0.0, lambda t: F.avg_pool2d(t, k, s, 0, divisor_override=div), cost,
-                      rows=lambda x: x.sum(1) / (div or k[0] * k[1]))
+                      rows=lambda x: x.sum(1) / (div or k[0] * k[1]), weight=ROW_WEIGHTS["pool"])
 
 
 def _no_inplace(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -256,6 +333,8 @@ def rule_for(node: fx.Node, gm: fx.GraphModule, channels: int) -> Rule | str:
     """The propagation rule of ``node``, or a string saying why it has none (unsupported)."""
     if node.op == "call_module":
         m = gm.get_submodule(node.target)
+        if isinstance(m, PadConv2d):
+            return _conv_rule(m.conv, m.pad, m.value)
         if isinstance(m, nn.Conv2d):
             return _conv_rule(m)
         if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
@@ -268,12 +347,22 @@ def rule_for(node: fx.Node, gm: fx.GraphModule, channels: int) -> Rule | str:
             return "dropout in training mode (call model.eval())"
         if isinstance(m, nn.ReLU):
             return PointwiseRule(_no_inplace(m), float(channels), torch.relu_)
+        if isinstance(m, nn.Hardtanh):  # ReLU6 too
+            lo, hi = m.min_val, m.max_val
+            return PointwiseRule(_no_inplace(m), float(channels), lambda t: t.clamp_(lo, hi))
         if isinstance(m, _POINTWISE_MODULES):
             return PointwiseRule(_no_inplace(m), float(channels))
         if isinstance(m, _GLOBAL_MODULES):
             return FullRule()
         return "no propagation rule for this layer type"
     if node.op == "call_function":
+        numbers = [a for a in (*node.args, *node.kwargs.values()) if not isinstance(a, fx.Node)]
+        if node.target in _SCALAR_FUNCTIONS and len(node.args) == 2 and not node.kwargs and len(numbers) == 1 \
+                and isinstance(numbers[0], (int, float)):
+            fn, args = node.target, node.args
+            if isinstance(args[0], fx.Node):
+                return PointwiseRule(lambda t: fn(t, args[1]), float(channels))
+            return PointwiseRule(lambda t: fn(args[0], t), float(channels))
         if node.target in _ADD_FUNCTIONS:
             return AddRule(float(channels))
         if node.target in _POINTWISE_FUNCTIONS:

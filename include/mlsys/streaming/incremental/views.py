@@ -3,12 +3,13 @@
     base view of a layer    (1, C, H, W)   full inference on the base frame, kept
     delta of a layer        groups of patches: [(frame, box), ...] + a (n, C, h, w) tensor
 
-Per position (``regions="pixels"``), a spatial view lives in a row buffer
-(H*W + 1, C), channels last, its last row zeros for padding; ``tensors`` holds
-the (1, C, H, W) view over the same memory, and a frame's new values are
-written into it in place (the frame becomes the base as it is computed)::
+Per position (``regions="pixels"``), a spatial view is a row buffer (H*W, C):
+the layer's channels-last output itself (full inference runs channels-last),
+or a copy where the output is in another layout; ``tensors`` holds the
+(1, C, H, W) view over the same memory, and a frame's new values are written
+into it in place (the frame becomes the base as it is computed)::
 
-    rows[name]     (H*W + 1, C)   gathered by position: one row per pixel, then the padding row
+    rows[name]     (H*W, C)       gathered by position: one row per pixel (padding is filled after the gather)
     tensors[name]  (1, C, H, W)   the same memory, channels last
 
 A frame's value of a layer is its base view overlaid with that frame's
@@ -53,15 +54,17 @@ class Views:
         self.rows = rows or {}  # node name -> (H*W + 1, C) buffer behind tensors[name] (per-position views)
 
     @classmethod
-    def by_rows(cls, tensors: dict[str, torch.Tensor], spatial: set[str]) -> "Views":
-        """Views whose ``spatial`` maps are copied into row buffers (see the module doc); the rest kept as they are."""
+    def by_rows(cls, tensors: dict[str, torch.Tensor], spatial: set[str]) -> Views:
+        """Views whose ``spatial`` maps are row buffers (see the module doc); the rest kept as they are."""
         kept, rows = dict(tensors), {}
         for name in spatial:
-            _, c, h, w = tensors[name].shape
-            buf = torch.zeros(h * w + 1, c, dtype=tensors[name].dtype)
-            buf[:h * w] = tensors[name][0].permute(1, 2, 0).reshape(h * w, c)
-            rows[name] = buf
-            kept[name] = buf[:h * w].view(h, w, c).permute(2, 0, 1)[None]
+            t = tensors[name]
+            _, c, h, w = t.shape
+            if t.is_contiguous(memory_format=torch.channels_last):
+                rows[name] = t[0].permute(1, 2, 0).view(h * w, c)  # the same memory: no copy
+            else:
+                rows[name] = t[0].permute(1, 2, 0).reshape(h * w, c).clone()
+                kept[name] = rows[name].view(h, w, c).permute(2, 0, 1)[None]
         return cls(kept, rows)
 
     def read_windows(
