@@ -50,7 +50,11 @@ def test_one_prediction_per_input_row(pipeline):
     assert pred["id"].tolist() == inputs["id"].tolist()  # same rows, same order
     assert set(pred["prediction"]) <= {0, 1}
     assert np.allclose(pred["proba_0"] + pred["proba_1"], 1.0, atol=1e-6)
-    assert (pred["prediction"] == (pred["proba_1"] > pred["proba_0"]).astype(int)).all()
+    from mlsys.serving.champion import load, resolve
+
+    threshold = load(resolve(MODEL, "1")).threshold  # the model's operating point (training/operating_point.py)
+    assert threshold is not None and 0.0 < threshold < 1.0
+    assert (pred["prediction"] == (pred["proba_1"] >= threshold).astype(int)).all()
     assert set(pred["model_version"]) == {f"{MODEL}/1"}
 
 
