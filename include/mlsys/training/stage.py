@@ -140,9 +140,12 @@ def run(spec: TrainSpec) -> TrainResult:
     store = DatasetStore(spec.storage_uri or None)
     ref = store.ref(LABELED, spec.dataset_version)
     df = store.read(LABELED, ref.version)
-    missing = {"text", "label", "label_proba", "weight", "label_source"} - set(df.columns)
+    missing = {"text", "label_proba", "weight", "label_source"} - set(df.columns)
     if missing:
         raise DataError(f"{ref.label}: missing column(s) {sorted(missing)}; it must come from the label stage")
+    if "label" not in df.columns:  # a dataset written without hard labels: the argmax of its soft ones
+        hard = np.stack(df["label_proba"].to_numpy()).argmax(axis=1)
+        df["label"] = np.where(df["label_source"] == "unlabeled", -1, hard)
     ex = examples.prepare(df, ref.extra or {}, spec.uncovered, spec.rebalance, spec.seed)
     df = ex.train
     if df.empty or not (df["weight"] > 0).any():
