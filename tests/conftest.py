@@ -5,6 +5,7 @@
   does the same for a module fixture's own folder;
 - ``moto_server``: one real S3 endpoint (moto in server mode) for the whole session;
 - ``s3_root``: a fresh bucket on that endpoint, with the AWS environment pointing at it;
+- ``one_thread``: one torch intra-op thread for the test (training, streaming, explain);
 - ``data_dir``: the shared data folder next to the repository; ``youtube_dir`` (``YOUTUBE_DIR``): its YouTube comments;
 - ``prepared_home``: a module fixture's own home with the real YouTube data ingested, labeled (and validated).
 - ``segment_files``: small real video segments of one stream (streaming tests and ``bench krypton``).
@@ -43,6 +44,17 @@ def _data_roots():
 
     os.environ.setdefault("MLSYS_DATA_ROOTS", os.pathsep.join([tempfile.gettempdir(), str(DATA_DIR)]))
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test with one intra-op thread: on a shared 2-core machine, intra-op threads only wait on each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

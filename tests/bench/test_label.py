@@ -4,7 +4,6 @@ ratios, a wrong label matrix fails the benchmark, and a slowed side moves the ra
 from __future__ import annotations
 
 import json
-import statistics
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from mlsys.bench import BENCHMARKS
 from mlsys.cli import main
 from mlsys.labeling import applier
+from tests.bench.ratios import check_ratios
 
 RATIOS = {  # written out again here, not imported: a wrong formula in the benchmark fails this test
     "speedup_cpu": lambda r: r["pandas_cpu_s"] / r["ours_cpu_s"],
@@ -22,15 +22,6 @@ RATIOS = {  # written out again here, not imported: a wrong formula in the bench
 def _bench(capsys, *args: str) -> tuple[int, dict]:
     code = main(["bench", "label", "--rows", "3000", "--jobs", "1", *args])
     return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
-def check_ratios(result: dict) -> None:
-    assert len(result["runs"]) == result["repeat"] == len(result["load_average"])
-    for name, formula in RATIOS.items():
-        values = [formula(r) for r in result["runs"]]
-        assert result["ratios"][name]["values"] == pytest.approx(values, rel=2e-3, abs=1e-3), name
-        assert result["median"][name] == pytest.approx(statistics.median(values), rel=2e-3, abs=1e-3), name
-        assert result["range"][name] == pytest.approx([min(values), max(values)], rel=2e-3, abs=1e-3), name
 
 
 def _burn(seconds: float) -> None:
@@ -46,7 +37,7 @@ def test_bench_label_same_rows_same_labels_ratios_from_the_timed_fields(capsys, 
     assert code == 0 and fair["identical"] is True and all(r["identical"] for r in fair["runs"])
     assert fair["rows"] == fair["pandas_rows"] == fair["peer"]["rows"] == 3000
     assert fair["threads"]["ours"] == 1 and fair["threads"]["pandas"] == 1
-    check_ratios(fair)
+    check_ratios(fair, RATIOS)
     assert fair["speedup_cpu"] == fair["median"]["speedup_cpu"]
 
     real = applier.FastLFApplier.apply
@@ -58,7 +49,7 @@ def test_bench_label_same_rows_same_labels_ratios_from_the_timed_fields(capsys, 
     monkeypatch.setattr(applier.FastLFApplier, "apply", slowed)
     code, slow = _bench(capsys, "--repeat", "2")
     assert code == 0 and slow["identical"] is True
-    check_ratios(slow)
+    check_ratios(slow, RATIOS)
     assert all(r["ours_cpu_s"] >= 0.45 for r in slow["runs"])
     assert slow["median"]["speedup_cpu"] < fair["median"]["speedup_cpu"] / 2
 

@@ -4,13 +4,13 @@ fields' ratio (the share of the ceiling too), and a slowed baseline moves the sp
 from __future__ import annotations
 
 import json
-import statistics
 import time
 
 import pytest
 import torch
 
 from mlsys.cli import main
+from tests.bench.ratios import check_ratios
 
 RATIOS = {  # written out again here, not imported: a wrong formula in the benchmark fails this test
     "speedup": lambda r: r["sequential_s"] / r["sharp_s"],
@@ -29,15 +29,6 @@ def _bench(capsys, *extra: str) -> dict:
         torch.set_num_threads(threads)
     assert code == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
-def check_ratios(result: dict, formulas: dict) -> None:
-    assert len(result["runs"]) == result["repeat"] == len(result["load_average"])
-    for name, formula in formulas.items():
-        values = [formula(r) for r in result["runs"]]
-        assert result["ratios"][name]["values"] == pytest.approx(values, rel=2e-3, abs=1e-3), name
-        assert result["median"][name] == pytest.approx(statistics.median(values), rel=2e-3, abs=1e-3), name
-        assert result["range"][name] == pytest.approx([min(values), max(values)], rel=2e-3, abs=1e-3), name
 
 
 def test_bench_sharp_same_losses_and_ratios_from_the_timed_fields(capsys):

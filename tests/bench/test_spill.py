@@ -4,7 +4,6 @@ stays within its RAM budget, every ratio is the timed fields' ratio, and a slowe
 from __future__ import annotations
 
 import json
-import statistics
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 
 from mlsys.cli import main
 from mlsys.training.spill.spiller import Spiller
+from tests.bench.ratios import check_ratios
 
 RATIOS = {  # written out again here, not imported: a wrong formula in the benchmark fails this test
     "overhead_fit": lambda r: r["resident_steps_per_s"] / r["spilled_steps_per_s_prefetch"],
@@ -32,14 +32,6 @@ def _bench(capsys, *extra: str) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def check_ratios(result: dict) -> None:
-    assert len(result["runs"]) == result["repeat"] == len(result["load_average"])
-    for name, formula in RATIOS.items():
-        values = [formula(r) for r in result["runs"]]
-        assert result["ratios"][name]["values"] == pytest.approx(values, rel=2e-3, abs=1e-3), name
-        assert result["median"][name] == pytest.approx(statistics.median(values), rel=2e-3, abs=1e-3), name
-
-
 def test_bench_spill_same_losses_within_budget_and_ratios_from_the_timed_fields(capsys):
     result = _bench(capsys, "--repeat", "2")
     assert result["device"] == "cpu" and result["tier"] == "disk" and result["repeat"] == 2
@@ -47,7 +39,7 @@ def test_bench_spill_same_losses_within_budget_and_ratios_from_the_timed_fields(
     assert result["model_mb"] >= 4 * result["ram_budget_mb"]
     assert result["within_budget"] is True and all(r["within_budget"] for r in result["runs"]), result
     assert result["peak_rss_mb"] <= result["stated_overhead_mb"] + result["ram_budget_mb"]
-    check_ratios(result)
+    check_ratios(result, RATIOS)
     assert all(r < 0 for r in result["ratios"]["rss_over_budget_mb"]["values"])
     assert result["threads"]["resident"] == result["threads"]["spilled"] == 1
 
@@ -63,7 +55,7 @@ def test_a_slowed_spiller_moves_the_overhead(capsys, monkeypatch):
     fair = _bench(capsys, "--repeat", "1")
     monkeypatch.setattr(Spiller, "train_step", slowed)
     slow = _bench(capsys, "--repeat", "1")
-    check_ratios(slow)
+    check_ratios(slow, RATIOS)
     assert slow["losses_match"] is True
     assert all(r["spilled_steps_per_s_prefetch"] < 1 / 0.3 for r in slow["runs"])
     assert slow["median"]["overhead_fit"] > 2 * fair["median"]["overhead_fit"]

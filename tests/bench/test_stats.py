@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 import time
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from mlsys import cli
 from mlsys.bench import stats as bench
 from mlsys.settings import settings
+from tests.bench.ratios import check_ratios
 
 RATIOS = {  # written out again here, not imported: a wrong formula in the benchmark fails this test
     "speedup_1t": lambda r: r["gx_s"] / r["ours_1t_s"],
@@ -25,17 +25,6 @@ RATIOS = {  # written out again here, not imported: a wrong formula in the bench
 def _bench(capsys, *args: str) -> tuple[int, dict]:
     code = cli.main(["bench", "stats", "--rows", "4000", *args])
     return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
-def check_ratios(result: dict, formulas: dict) -> None:
-    """Every ratio's values, median and range are those of the repetitions' timed fields."""
-    assert len(result["runs"]) == result["repeat"] == len(result["load_average"])
-    for name, formula in formulas.items():
-        values = [formula(r) for r in result["runs"]]
-        s = result["ratios"][name]
-        assert s["values"] == pytest.approx(values, rel=2e-3, abs=1e-3), name
-        assert result["median"][name] == pytest.approx(statistics.median(values), rel=2e-3, abs=1e-3), name
-        assert result["range"][name] == pytest.approx([min(values), max(values)], rel=2e-3, abs=1e-3), name
 
 
 def test_bench_stats_agrees_with_gx_and_its_ratios_are_the_timed_fields(capsys):

@@ -8,15 +8,9 @@ from mlsys.errors import SpecError
 from mlsys.streaming.explain import ExplainSpec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: results do not depend on it, and on a loaded 2-core host tiny ops run 10x faster."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one intra-op thread (tests/conftest.py): results do not depend on it; on a loaded 2-core host tiny ops
+# run 10x faster
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = ["--model", "small", "--width", "0.25", "--size", "32", "--patch", "8", "--stride", "4", "--batch", "8"]

@@ -254,9 +254,6 @@ class _Remote(FastLFApplier):
             self._checked(L[:, j], lf, df)
         return L
 
-    def _apply(self, df: "pd.DataFrame") -> "np.ndarray":
-        raise NotImplementedError
-
 
 def _worker_error(exc: Exception) -> str:
     """The LF's own exception: Dask re-raises it as it was; Spark wraps the worker's traceback in its message."""

@@ -11,13 +11,9 @@ from mlsys.streaming.incremental.quality import ssim
 SIZE, PATCH = 40, 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: results do not depend on it, and on a loaded 2-core host tiny ops run 10x faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one intra-op thread (tests/conftest.py): results do not depend on it; on a loaded 2-core host tiny ops
+# run 10x faster
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
