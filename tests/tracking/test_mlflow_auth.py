@@ -142,6 +142,7 @@ def server(tmp_path_factory):
         import mlflow
 
         mlflow.set_tracking_uri(None)  # never leave later tests pointing at a server that is gone
+        mlflow.set_registry_uri(None)
 
 
 def _healthy(url: str) -> bool:
@@ -187,7 +188,8 @@ def signed_in(url: str, account: tuple[str, str]):
         mp.setenv("MLFLOW_TRACKING_USERNAME", account[0])
         mp.setenv("MLFLOW_TRACKING_PASSWORD", account[1])
         mlflow.set_tracking_uri(url)
-        yield mlflow.MlflowClient(url)
+        mlflow.set_registry_uri(url)  # not the registry an earlier stage in this process configured (tracker)
+        yield mlflow.MlflowClient(url, registry_uri=url)
 
 
 @pytest.fixture(scope="module")
