@@ -49,6 +49,29 @@ def secret(name: str, default: str = "") -> str:
     return value.strip() or default
 
 
+def local_secret(path: Path, make) -> Path:
+    """``path``, created once with the text ``make()`` returns (mode 0600, folder 0700): a secret of the embedded
+    setup. Written beside it and hard-linked into place, so two racing first users agree on one value."""
+    import secrets as _secrets
+
+    path = Path(path)
+    if path.exists():
+        return path
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(make() + "\n")
+        try:
+            os.link(tmp, path)  # atomic and never overwrites
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def _home() -> Path:
     return Path(os.environ.get("MLSYS_HOME", ".mlsys")).expanduser().resolve()
 

@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     runs = []
+    base = Path(args.home or tempfile.mkdtemp(prefix="mlsys-label-quality-"))
     for seed in seeds:
-        home = Path(args.home or tempfile.mkdtemp(prefix="mlsys-label-quality-")) / f"seed-{seed}"
+        home = base / f"seed-{seed}"
         use_embedded_home(home)
         source = None
         if args.positive_share:

@@ -18,11 +18,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from mlsys.errors import MlsysError
-from mlsys.settings import secret, settings
+from mlsys.settings import local_secret, secret, settings
 
 SIGNING_KEY, VERIFY_KEY = "MLSYS_MODEL_SIGNING_KEY", "MLSYS_MODEL_VERIFY_KEY"
 SIGNATURE_FILE = "signature.json"
@@ -52,18 +51,8 @@ def _private_key():
     value = secret(SIGNING_KEY)
     if value:
         return Ed25519PrivateKey.from_private_bytes(_raw(SIGNING_KEY, value))
-    path = _keys_dir() / "model-signing.key"
-    if not path.exists():  # the embedded setup: one key pair per $MLSYS_HOME, made once
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(_b64(key.private_bytes_raw()))
-        try:
-            os.link(path.with_suffix(".tmp"), path)  # create-only: two first signers keep one key
-        except FileExistsError:
-            pass
-        os.unlink(path.with_suffix(".tmp"))
+    # the embedded setup: one key pair per $MLSYS_HOME, made once
+    path = local_secret(_keys_dir() / "model-signing.key", lambda: _b64(Ed25519PrivateKey.generate().private_bytes_raw()))
     return Ed25519PrivateKey.from_private_bytes(_raw(str(path), path.read_text().strip()))
 
 

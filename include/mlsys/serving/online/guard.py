@@ -151,22 +151,9 @@ def local_token_file(home: Path) -> Path:
     The embedded stack points ``MLSYS_SERVE_TOKEN_FILE`` at it for both sides:
     ``mlsys serve`` and the evaluate stage that calls its /reload.
     """
-    path = Path(home) / "secrets" / "serve-token"
-    if path.exists():
-        return path
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".serve-token.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32) + "\n")
-        try:
-            os.link(tmp, path)  # atomic and never overwrites: two racing starts agree on the first token
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from mlsys.settings import local_secret
+
+    return local_secret(Path(home) / "secrets" / "serve-token", lambda: secrets.token_urlsafe(32))
 
 
 def use_local_token(env: dict[str, str], home: Path) -> dict[str, str]:
